@@ -1,0 +1,169 @@
+"""Exact tiled inference: the output of one full-resolution pass, in memory set by the tile size (§1.6).
+
+The pyramid pooling is global, so a tile cannot pool on its own. Two passes:
+1. statistics: per tile, run the stem (5 convs) on the tile grown by 5 px and add the tile's own
+   32-channel features into every pooling cell it meets (float64 sums, divided by the global cell size);
+2. output: per tile grown by 17 px, run the stem again, build the pyramid maps for exactly that region
+   from the tiny pooled tensors, and run the rest of the network.
+Every 3x3 conv is evaluated "valid" where the region has real neighbours and padded as in the full
+network where the region touches the image border, so a region shrinks to exactly the tile.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .model.network import EnhanceNet, ResidualBlock, lrelu
+
+STEM_RADIUS = 5  # cond1 + 2 residual blocks
+TOTAL_RADIUS = 17  # + PPM fuse + condx/condy/cond_add1 + 4 residual blocks
+
+
+@dataclass
+class Region:
+    """A feature map covering absolute image rows [y0, y1) and columns [x0, x1) of an H x W image."""
+
+    t: torch.Tensor
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+    H: int
+    W: int
+
+
+def _conv(r: Region, weight: torch.Tensor, bias: torch.Tensor | None, mode: str) -> Region:
+    top, bottom, left, right = r.y0 == 0, r.y1 == r.H, r.x0 == 0, r.x1 == r.W
+    pad = (int(left), int(right), int(top), int(bottom))
+    t = r.t
+    if any(pad):
+        t = F.pad(t, pad, mode="reflect" if mode == "reflect" else "constant")
+    t = F.conv2d(t, weight, bias)
+    return Region(t, r.y0 + (not top), r.y1 - (not bottom), r.x0 + (not left), r.x1 - (not right), r.H, r.W)
+
+
+def _crop(r: Region, like: Region) -> torch.Tensor:
+    return r.t[..., like.y0 - r.y0 : like.y1 - r.y0, like.x0 - r.x0 : like.x1 - r.x0]
+
+
+def _outer(r: Region, conv: torch.nn.Conv2d, net: EnhanceNet) -> Region:
+    return _conv(r, conv.weight, conv.bias, net.padding)
+
+
+def _block(r: Region, blk: ResidualBlock) -> Region:
+    a = _conv(r, blk.conv1.weight, None, "reflect")
+    a.t = lrelu(a.t)
+    b = _conv(a, blk.conv2.weight, None, "reflect")
+    b.t = lrelu(b.t + _crop(r, b))
+    return b
+
+
+def _stem(net: EnhanceNet, r: Region) -> Region:
+    r = _outer(r, net.cond1, net)
+    r.t = lrelu(r.t)
+    return _block(_block(r, net.ResidualBlock1), net.ResidualBlock2)
+
+
+def _cell_bounds(n: int, b: int) -> list[tuple[int, int]]:
+    """Adaptive average pooling cells along one axis: [floor(i*n/b), ceil((i+1)*n/b))."""
+    return [((i * n) // b, -((-(i + 1) * n) // b)) for i in range(b)]
+
+
+def _interp_matrix(idx: torch.Tensor, n_out: int, b: int) -> torch.Tensor:
+    """Bilinear align_corners=True weights (len(idx) x b) mapping b samples onto absolute positions idx."""
+    m = torch.zeros(len(idx), b, dtype=torch.float64)
+    if b == 1 or n_out == 1:
+        m[:, 0] = 1.0
+        return m
+    src = idx.double() * (b - 1) / (n_out - 1)
+    i0 = src.floor().long().clamp(max=b - 1)
+    i1 = (i0 + 1).clamp(max=b - 1)
+    w1 = src - i0.double()
+    rows = torch.arange(len(idx))
+    m[rows, i0] += 1.0 - w1
+    m[rows, i1] += w1
+    return m
+
+
+def tiles(H: int, W: int, tile: int) -> Iterator[tuple[int, int, int, int]]:
+    """Tiles of about ``tile`` px covering the image, balanced so no sliver is left at the edge."""
+    ny, nx = max(1, math.ceil(H / tile)), max(1, math.ceil(W / tile))
+    ys = [round(i * H / ny) for i in range(ny + 1)]
+    xs = [round(j * W / nx) for j in range(nx + 1)]
+    for i in range(ny):
+        for j in range(nx):
+            yield ys[i], ys[i + 1], xs[j], xs[j + 1]
+
+
+def _grown(get_input: Callable, H: int, W: int, t: tuple[int, int, int, int], g: int) -> Region:
+    y0, y1, x0, x1 = max(0, t[0] - g), min(H, t[1] + g), max(0, t[2] - g), min(W, t[3] + g)
+    return Region(get_input(y0, y1, x0, x1), y0, y1, x0, x1, H, W)
+
+
+@torch.no_grad()
+def pooled_context(net: EnhanceNet, get_input: Callable, H: int, W: int, tile: int) -> list[torch.Tensor]:
+    """Pass 1: the PPM's four (1, 8, b, b) maps for the whole image, computed tile by tile."""
+    bins = net.PPM1.bins
+    sums = [torch.zeros(32, b, b, dtype=torch.float64) for b in bins]
+    bounds = [(_cell_bounds(H, b), _cell_bounds(W, b)) for b in bins]
+    for t in tiles(H, W, tile):
+        f = _stem(net, _grown(get_input, H, W, t, STEM_RADIUS))
+        assert (f.y0, f.y1, f.x0, f.x1) == t
+        feat = f.t[0].double()
+        for k, (rows, cols) in enumerate(bounds):
+            for i, (r0, r1) in enumerate(rows):
+                a, z = max(r0, t[0]), min(r1, t[1])
+                if a >= z:
+                    continue
+                band = feat[:, a - t[0] : z - t[0]].sum(dim=1)  # (32, tile width)
+                for j, (c0, c1) in enumerate(cols):
+                    p, q = max(c0, t[2]), min(c1, t[3])
+                    if p < q:
+                        sums[k][:, i, j] += band[:, p - t[2] : q - t[2]].sum(dim=1)
+    out = []
+    dtype = net.cond1.weight.dtype
+    for k, (rows, cols) in enumerate(bounds):
+        counts = torch.tensor([[(r1 - r0) * (c1 - c0) for c0, c1 in cols] for r0, r1 in rows], dtype=torch.float64)
+        mean = (sums[k] / counts)[None].to(dtype)
+        out.append(net.PPM1.features[k][2](net.PPM1.features[k][1](mean)))  # 1x1 conv, PReLU
+    return out
+
+
+@torch.no_grad()
+def tile_output(net: EnhanceNet, get_input: Callable, H: int, W: int, t, pooled: list[torch.Tensor]) -> torch.Tensor:
+    """Pass 2 for one tile: L (1, 1, h, w) for exactly the tile's pixels."""
+    f = _stem(net, _grown(get_input, H, W, t, TOTAL_RADIUS))
+    dtype = f.t.dtype
+    ys, xs = torch.arange(f.y0, f.y1), torch.arange(f.x0, f.x1)
+    maps = [f.t]
+    for p in pooled:
+        b = p.shape[-1]
+        ry, rx = _interp_matrix(ys, H, b), _interp_matrix(xs, W, b)
+        maps.append(torch.einsum("yi,cij,xj->cyx", ry, p[0].double(), rx)[None].to(dtype))
+    r = Region(torch.cat(maps, dim=1), f.y0, f.y1, f.x0, f.x1, H, W)
+    fuse = net.PPM1.fuse
+    r = _conv(r, fuse[0].weight, None, "zeros")
+    r.t = fuse[1](r.t)
+    r = _block(_block(_outer(r, net.condx, net), net.ResidualBlock3), net.ResidualBlock4)
+    r = _block(_block(_outer(r, net.condy, net), net.ResidualBlock5), net.ResidualBlock6)
+    r = _outer(r, net.cond_add1, net)
+    assert (r.y0, r.y1, r.x0, r.x1) == tuple(t)
+    return F.relu(r.t)
+
+
+def exact_L(net: EnhanceNet, get_input: Callable, H: int, W: int, tile: int = 512) -> Iterator[tuple[tuple, torch.Tensor]]:
+    """Yield (tile, L of that tile) for the whole image; equal to ``net(image)`` up to float rounding.
+
+    ``get_input(y0, y1, x0, x1)`` returns the (1, 3, h, w) float input for that window, so the caller
+    decides how pixels are stored and converted.
+    """
+    if H < 2 or W < 2:
+        raise ValueError("the network needs an image of at least 2 x 2 pixels")
+    tile = max(tile, 2 * TOTAL_RADIUS)
+    pooled = pooled_context(net, get_input, H, W, tile)
+    for t in tiles(H, W, tile):
+        yield t, tile_output(net, get_input, H, W, t, pooled)
