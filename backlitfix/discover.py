@@ -1,0 +1,323 @@
+"""Turn command-line arguments (files and folders) into a plan: which photo is written where.
+
+Nothing here opens an image or writes a file; paths are plain :class:`~pathlib.Path` objects (no
+shell), so names with spaces, quotes, ``$(...)``, newlines, a leading ``-`` or non-ASCII are ordinary.
+
+Guarantees of :func:`plan`:
+
+* every input appears at most once (compared by file identity: symlinks, ``..``, hard links and
+  case-insensitive spellings of one file are one input);
+* no two jobs share an output path (compared case-insensitively, so plans are the same on every
+  filesystem); colliding names get the source extension (``a_nef.tif``), then a counter;
+* no output path is an input path: a job whose output would be an input is an error entry instead.
+"""
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .photo import PhotoError
+
+__all__ = [
+    "DEFAULT_OUTPUT_DIRNAME",
+    "IMAGE_EXTENSIONS",
+    "OUTPUT_EXTENSIONS",
+    "OUTPUT_FORMATS",
+    "RAW_EXTENSIONS",
+    "SIDECAR_EXTENSIONS",
+    "Job",
+    "Plan",
+    "output_format",
+    "plan",
+    "source_format",
+]
+
+DEFAULT_OUTPUT_DIRNAME = "backlitfix"
+
+# Lower-case extension (with dot) -> source format. Formats match ``photo.Metadata.source_format``.
+RAW_EXTENSIONS: frozenset[str] = frozenset(
+    "." + e
+    for e in (
+        "dng cr2 cr3 crw nef nrw arw srf sr2 raf orf rw2 rwl pef ptx srw x3f 3fr fff iiq mos mrw erf kdc dcr mef raw"
+    ).split()
+)
+IMAGE_EXTENSIONS: dict[str, str] = {
+    ".jpg": "jpeg", ".jpeg": "jpeg", ".jpe": "jpeg",
+    ".png": "png",
+    ".tif": "tiff", ".tiff": "tiff",
+    ".webp": "webp",
+    ".heic": "heif", ".heif": "heif", ".hif": "heif",
+    **{ext: "raw" for ext in sorted(RAW_EXTENSIONS)},
+}  # every input extension, RAW included
+# Editor sidecars that sit beside photos: never inputs (counted in Plan.ignored).
+SIDECAR_EXTENSIONS: frozenset[str] = frozenset(
+    ".xmp .xmp~ .pp3 .dop .arp .on1 .cos .cot .cof .nksc .thm .aae .acr .dxo".split()
+)
+
+OUTPUT_FORMATS = ("auto", "jpeg", "png", "tiff")  # values of ``fmt`` / config ``output.format``
+OUTPUT_EXTENSIONS: dict[str, str] = {
+    "jpeg": ".jpg", "png": ".png", "tiff": ".tif", "webp": ".webp", "heif": ".heic",
+}  # extension for a converted output; an unconverted one keeps the source's spelling
+_AUTO_OUTPUT = {"jpeg": "jpeg", "png": "png", "tiff": "tiff", "webp": "webp", "heif": "heif", "raw": "tiff"}
+
+
+def source_format(path: Path) -> str | None:
+    """The format implied by the file name's extension (case-insensitive), or None if not an image."""
+    return IMAGE_EXTENSIONS.get(path.suffix.lower())
+
+
+def output_format(src_format: str, fmt: str) -> str:
+    """Output format for a source format given ``fmt`` (auto | jpeg | png | tiff)."""
+    if fmt not in OUTPUT_FORMATS:
+        raise ValueError(f"unknown output format {fmt!r}; expected one of {', '.join(OUTPUT_FORMATS)}")
+    return _AUTO_OUTPUT[src_format] if fmt == "auto" else fmt
+
+
+@dataclass(frozen=True)
+class Job:
+    input: Path  # as given / as found (not resolved), for messages
+    output: Path
+    format: str  # output format: jpeg | png | tiff | webp | heif
+    source_format: str  # jpeg | png | tiff | webp | heif | raw
+
+
+@dataclass
+class Plan:
+    jobs: list[Job] = field(default_factory=list)
+    errors: list[PhotoError] = field(default_factory=list)
+    ignored: int = 0  # non-image files and sidecars found in folders and skipped
+    duplicates: int = 0  # inputs reached more than once and processed once
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _identity(path: Path) -> tuple | None:
+    """(device, inode) of an existing file, following symlinks; None if it cannot be stat'ed."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (st.st_dev, st.st_ino) if st.st_ino else None
+
+
+def _key(path: Path, cache: dict | None = None) -> str:
+    """Case-insensitive spelling of a path (which need not exist) with its folder's symlinks resolved.
+
+    The last component is not resolved (identity via ``os.stat`` covers a symlinked file); ``cache``
+    memoises resolved folders within one plan.
+    """
+    parent, name = os.path.split(os.path.abspath(path))
+    if cache is None:
+        real = os.path.realpath(parent)
+    else:
+        real = cache.get(parent)
+        if real is None:
+            real = cache[parent] = os.path.realpath(parent)
+    return os.path.normcase(os.path.join(real, name)).casefold()
+
+
+@dataclass
+class _Candidate:
+    src: Path
+    out_dir: Path
+    src_format: str
+    out_format: str
+    order: int
+    tag: str = ""  # disambiguator added to the stem
+
+    def output(self, suffix: str) -> Path:
+        ext = self.src.suffix if self.out_format == self.src_format else OUTPUT_EXTENSIONS[self.out_format]
+        return self.out_dir / f"{self.src.stem}{self.tag}{suffix}{ext}"
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _walk(root: Path, recursive: bool, skip_dirs: set, plan_: Plan, found: list[Path]) -> None:
+    """Append the images under ``root`` to ``found`` (sorted by name, folders after files)."""
+    try:
+        with os.scandir(root) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        plan_.errors.append(PhotoError(root, f"cannot read folder: {exc.strerror or exc}"))
+        return
+    subdirs = []
+    for entry in entries:
+        name = entry.name
+        if _is_hidden(name):
+            continue
+        path = root / name
+        try:
+            is_dir = entry.is_dir(follow_symlinks=False)
+            is_file = entry.is_file()  # follows symlinks
+            is_link = entry.is_symlink()
+        except OSError:
+            is_dir = is_file = is_link = False
+        if is_dir:
+            if recursive and not _skip_dir(path, entry, skip_dirs):
+                subdirs.append(path)
+            continue
+        ext = os.path.splitext(name)[1].lower()
+        if is_file:
+            if ext in IMAGE_EXTENSIONS:
+                found.append(path)
+            else:
+                plan_.ignored += 1
+        elif is_link and not os.path.exists(path):
+            if ext in IMAGE_EXTENSIONS:
+                plan_.errors.append(PhotoError(path, "broken symbolic link"))
+            else:
+                plan_.ignored += 1
+        # symlinks to folders are not followed (no loops); sockets, FIFOs etc. are not photos
+    for sub in subdirs:
+        _walk(sub, recursive, skip_dirs, plan_, found)
+
+
+def _skip_dir(path: Path, entry: os.DirEntry, skip_dirs: set) -> bool:
+    """Output folders are never inputs: any folder named 'backlitfix', and the -o folder."""
+    if entry.name.casefold() == DEFAULT_OUTPUT_DIRNAME:
+        return True
+    if not skip_dirs:
+        return False
+    try:
+        st = entry.stat(follow_symlinks=False)
+        ident = (st.st_dev, st.st_ino)
+    except OSError:
+        ident = None
+    return ident in skip_dirs or _key(path) in skip_dirs
+
+
+def plan(
+    paths: list[Path],
+    *,
+    recursive: bool,
+    output_dir: Path | None,
+    suffix: str,
+    fmt: str,
+) -> Plan:
+    """Discover the input photos under ``paths`` and decide each one's output path and format.
+
+    Folder arguments list their images (sorted; sub-folders only with ``recursive``; dot-names and
+    output folders skipped). File arguments are taken as given, but must have an image extension.
+    Outputs go to ``output_dir`` if given (keeping sub-folders of folder arguments), else to a
+    ``backlitfix`` folder beside the inputs: ``shoot/`` -> ``shoot/backlitfix/``, ``shoot/x.jpg``
+    -> ``shoot/backlitfix/x.jpg``. Problems with single paths become :attr:`Plan.errors`.
+    """
+    if fmt not in OUTPUT_FORMATS:
+        raise ValueError(f"unknown output format {fmt!r}; expected one of {', '.join(OUTPUT_FORMATS)}")
+    if any(sep in suffix for sep in ("/", "\\", "\0")):
+        raise ValueError(f"output suffix {suffix!r} must not contain a path separator")
+    result = Plan()
+    cache: dict[str, str] = {}
+
+    def key(path: Path) -> str:
+        return _key(path, cache)
+
+    skip_dirs: set = set()
+    if output_dir is not None:
+        output_dir = Path(output_dir)
+        skip_dirs.add(key(output_dir))
+        ident = _identity(output_dir)
+        if ident:
+            skip_dirs.add(ident)
+
+    # 1. Discover (src, out_dir) pairs, de-duplicated by file identity; first occurrence wins.
+    candidates: list[_Candidate] = []
+    seen: set = set()
+
+    def add(src: Path, out_dir: Path) -> None:
+        ident = _identity(src) or key(src)
+        if ident in seen:
+            result.duplicates += 1
+            return
+        seen.add(ident)
+        fmt_in = source_format(src)
+        assert fmt_in is not None
+        candidates.append(_Candidate(src, out_dir, fmt_in, output_format(fmt_in, fmt), len(candidates)))
+
+    for arg in paths:
+        arg = Path(arg)
+        try:
+            st = os.stat(arg)
+        except FileNotFoundError:
+            reason = "broken symbolic link" if os.path.islink(arg) else "no such file or folder"
+            result.errors.append(PhotoError(arg, reason))
+            continue
+        except (OSError, ValueError) as exc:
+            result.errors.append(PhotoError(arg, f"cannot access: {getattr(exc, 'strerror', None) or exc}"))
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            found: list[Path] = []
+            _walk(arg, recursive, skip_dirs, result, found)
+            base = output_dir if output_dir is not None else arg / DEFAULT_OUTPUT_DIRNAME
+            for src in found:
+                add(src, base / src.parent.relative_to(arg))
+        elif stat.S_ISREG(st.st_mode):
+            ext = arg.suffix.lower()
+            if ext not in IMAGE_EXTENSIONS:
+                why = "not a supported image type"
+                if ext in SIDECAR_EXTENSIONS:
+                    why += " (a sidecar file; give the photo it belongs to)"
+                result.errors.append(PhotoError(arg, why))
+                continue
+            add(arg, output_dir if output_dir is not None else arg.parent / DEFAULT_OUTPUT_DIRNAME)
+        else:
+            result.errors.append(PhotoError(arg, "not a regular file or folder"))
+
+    # 2. Inputs are never outputs.
+    input_ids = {c for c in seen if isinstance(c, tuple)}
+    input_keys = {key(c.src) for c in candidates}
+    input_keys |= {key(Path(os.path.realpath(c.src))) for c in candidates if os.path.islink(c.src)}
+
+    def is_input(path: Path) -> bool:
+        if key(path) in input_keys:
+            return True
+        ident = _identity(path)  # exists: same file under another spelling (case, hard link)?
+        return ident is not None and ident in input_ids
+
+    ok: list[_Candidate] = []
+    errors_at: dict[int, PhotoError] = {}
+    for c in candidates:
+        out = c.output(suffix)
+        if is_input(out):
+            out_id = _identity(out)
+            same = (out_id is not None and out_id == _identity(c.src)) or key(out) == key(c.src)
+            why = "the output would overwrite the input itself" if same else f"the output {out} is an input file"
+            errors_at[c.order] = PhotoError(c.src, f"{why}; choose another output folder or a suffix")
+        else:
+            ok.append(c)
+
+    # 3. No two outputs share a path: tag colliding names with the source extension, then counters.
+    groups: dict[str, list[_Candidate]] = {}
+    for c in ok:
+        groups.setdefault(key(c.output(suffix)), []).append(c)
+    for group in groups.values():
+        exts = {c.src.suffix.casefold() for c in group}
+        if len(group) > 1 and len(exts) > 1:
+            for c in group:
+                c.tag = "_" + c.src.suffix[1:].lower()
+    taken: set[str] = set()
+    renamed: list[_Candidate] = []
+    for c in ok:  # untagged outputs keep their natural names first
+        k = key(c.output(suffix))
+        if c.tag or k in taken:
+            renamed.append(c)
+        else:
+            taken.add(k)
+    for c in sorted(renamed, key=lambda c: (str(c.src), c.order)):
+        base_tag, n = c.tag, 1
+        while key(c.output(suffix)) in taken or is_input(c.output(suffix)):
+            n += 1
+            c.tag = f"{base_tag}_{n}"
+        taken.add(key(c.output(suffix)))
+
+    for c in candidates:  # keep discovery order for jobs and their errors
+        if c.order in errors_at:
+            result.errors.append(errors_at[c.order])
+        else:
+            result.jobs.append(Job(c.src, c.output(suffix), c.out_format, c.src_format))
+    return result

@@ -1,0 +1,210 @@
+"""Pixels in, corrected pixels out: the two inference modes, strength, and image formation.
+
+- ``exact``: tiled two-pass inference (`backlitfix.tiling`), equal to one full-resolution pass, with
+  memory set by the tile size. Always float32, because "exact" is a promise.
+- ``fast``: estimate L at a working resolution, then bring it to full resolution with a fast guided
+  filter (He & Sun, 2015): the linear coefficients a, b of L ~ a * Y + b are fitted at working
+  resolution and upsampled, and the full-resolution luminance Y puts the edges back.
+The division I / L is done at full resolution in float32, strip by strip, straight into the output
+array, so a 24 MP photo never exists as a full float32 copy on the CPU.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .model.network import EnhanceNet
+from .tiling import exact_L
+
+L_FLOOR = 1e-3  # L below this would multiply the input by more than 1000: treat as that.
+LUMA = (0.299, 0.587, 0.114)
+STRIP_ROWS = 256  # rows per full-resolution strip on the CPU: a few MB per temporary
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA GPU is available to this PyTorch build")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("--device mps: Apple's Metal backend is not available here")
+    return torch.device(name)
+
+
+def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
+    if precision == "fp32":
+        return torch.float32
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    # auto: reduced precision only where the hardware has fast paths for it.
+    if device.type == "cuda":
+        return torch.float16
+    if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def to_float(block: np.ndarray, device=None) -> torch.Tensor:
+    """H x W x 3 uint8/uint16 -> (1, 3, H, W) float32 in [0, 1]."""
+    scale = 1.0 / np.iinfo(block.dtype).max
+    # np.require copies read-only arrays (Pillow's), which torch refuses to wrap silently.
+    t = torch.from_numpy(np.require(block, requirements=("C", "W"))).to(device=device)
+    return t.permute(2, 0, 1)[None].float().mul_(scale)
+
+
+def luminance(x: torch.Tensor) -> torch.Tensor:
+    r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+    return r * LUMA[0] + g * LUMA[1] + b * LUMA[2]
+
+
+def apply_gain(img: torch.Tensor, L: torch.Tensor, strength: float) -> torch.Tensor:
+    """E = clamp(I / L**strength, 0, 1): strength 0 is the original, 1 the model, in exposure stops."""
+    L = L.clamp(min=L_FLOOR)
+    if strength != 1.0:
+        L = L.pow(strength)
+    return (img / L).clamp_(0.0, 1.0)
+
+
+def store(out: np.ndarray, rows: slice, cols: slice, E: torch.Tensor) -> None:
+    top = float(np.iinfo(out.dtype).max)
+    q = E[0].permute(1, 2, 0).mul(top).add_(0.5).floor_()
+    out[rows, cols] = q.to("cpu", torch.int32).numpy().astype(out.dtype)
+
+
+def working_size(H: int, W: int, megapixels: float) -> tuple[int, int]:
+    """The size at which fast mode runs the network; never larger than the photo."""
+    s = math.sqrt(megapixels * 1e6 / (H * W))
+    if s >= 1.0:
+        return H, W
+    return max(2, round(H * s)), max(2, round(W * s))
+
+
+def downscale(pixels: np.ndarray, h: int, w: int) -> torch.Tensor:
+    """Antialiased resize to (h, w) -> (1, 3, h, w) float32. Pillow's reduce+bilinear is fast and exact in geometry."""
+    top = float(np.iinfo(pixels.dtype).max)
+    if pixels.dtype == np.uint8:
+        small = np.asarray(Image.fromarray(pixels).resize((w, h), Image.BILINEAR, reducing_gap=2.0))
+        return to_float(small)
+    chans = [
+        np.asarray(Image.fromarray(pixels[..., c].astype(np.float32)).resize((w, h), Image.BILINEAR, reducing_gap=2.0))
+        for c in range(3)
+    ]
+    return torch.from_numpy(np.stack(chans))[None].div_(top)
+
+
+def box(x: torch.Tensor, r: int) -> torch.Tensor:
+    return F.avg_pool2d(x, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
+
+
+def guided_coefficients(guide: torch.Tensor, src: torch.Tensor, r: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean linear coefficients (a, b) of the guided filter of ``src`` by ``guide`` (He et al.)."""
+    r = max(1, min(r, (min(guide.shape[-2:]) - 1) // 2))
+    mI, mp = box(guide, r), box(src, r)
+    cov = box(guide * src, r) - mI * mp
+    var = box(guide * guide, r) - mI * mI
+    a = cov / (var + eps)
+    b = mp - a * mI
+    return box(a, r), box(b, r)
+
+
+def _bilinear_axis(n_out: int, n_in: int, start: int, stop: int):
+    """Indices and weights for align_corners=False bilinear upsampling of output positions [start, stop)."""
+    pos = (torch.arange(start, stop, dtype=torch.float32) + 0.5) * (n_in / n_out) - 0.5
+    pos = pos.clamp_(0, n_in - 1)
+    i0 = pos.floor().long()
+    i1 = (i0 + 1).clamp(max=n_in - 1)
+    return i0, i1, pos - i0
+
+
+def upsample_rows(m: torch.Tensor, H: int, W: int, r0: int, r1: int) -> torch.Tensor:
+    """Rows [r0, r1) of ``m`` (1, 1, h, w) bilinearly upsampled to H x W: one strip, no full-size map."""
+    h, w = m.shape[-2:]
+    y0, y1, wy = _bilinear_axis(H, h, r0, r1)
+    x0, x1, wx = _bilinear_axis(W, w, 0, W)
+    rows = torch.lerp(m[..., y0, :], m[..., y1, :], wy[:, None])
+    return torch.lerp(rows[..., x0], rows[..., x1], wx)
+
+
+@dataclass
+class Enhancer:
+    """A loaded network plus how to run it. Maps pixels to pixels; knows nothing of files."""
+
+    net: EnhanceNet
+    mode: str = "fast"
+    device: torch.device = torch.device("cpu")
+    dtype: torch.dtype = torch.float32
+    working_megapixels: float = 0.5
+    guide_radius: int = 8
+    guide_eps: float = 1e-3
+    tile: int = 512
+
+    def __post_init__(self):
+        if self.mode not in ("fast", "exact"):
+            raise ValueError(f"mode must be 'fast' or 'exact', not {self.mode!r}")
+        self.net = self.net.to(self.device).eval()
+        if self.device.type == "cpu":
+            self.net = self.net.to(memory_format=torch.channels_last)  # oneDNN's fast layout
+
+    @torch.no_grad()
+    def illumination(self, x: torch.Tensor) -> torch.Tensor:
+        """L for a (1, 3, h, w) float image, in one pass, at this enhancer's precision."""
+        x = x.to(self.device)
+        if self.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            return self.net(x).float()
+
+    @torch.no_grad()
+    def enhance(self, pixels: np.ndarray, strength: float = 1.0, out: np.ndarray | None = None) -> np.ndarray:
+        """Correct H x W x 3 uint8/uint16 pixels; returns an array of the same type (``out`` may be ``pixels``)."""
+        if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype not in (np.uint8, np.uint16):
+            raise ValueError(f"expected H x W x 3 uint8 or uint16 pixels, got {pixels.shape} {pixels.dtype}")
+        H, W = pixels.shape[:2]
+        if H < 2 or W < 2:
+            raise ValueError(f"image of {W}x{H} pixels is too small (at least 2x2)")
+        out = np.empty_like(pixels) if out is None else out
+        if strength == 0.0:
+            out[...] = pixels
+        elif self.mode == "exact":
+            self._exact(pixels, strength, out)
+        else:
+            self._fast(pixels, strength, out)
+        return out
+
+    def _exact(self, pixels, strength, out):
+        net = self.net.to(memory_format=torch.contiguous_format).float()
+        dev = self.device
+        get = lambda y0, y1, x0, x1: to_float(pixels[y0:y1, x0:x1], dev)
+        for (y0, y1, x0, x1), L in exact_L(net, get, *pixels.shape[:2], tile=self.tile):
+            rows, cols = slice(y0, y1), slice(x0, x1)
+            store(out, rows, cols, apply_gain(get(y0, y1, x0, x1), L, strength))
+
+    def _fast(self, pixels, strength, out):
+        H, W = pixels.shape[:2]
+        h, w = working_size(H, W, self.working_megapixels)
+        small = downscale(pixels, h, w) if (h, w) != (H, W) else to_float(pixels)
+        L = self.illumination(small)
+        if (h, w) == (H, W):  # the photo is no larger than the working size: one pass is exact already
+            for r0 in range(0, H, STRIP_ROWS):
+                rows = slice(r0, min(H, r0 + STRIP_ROWS))
+                store(out, rows, slice(None), apply_gain(to_float(pixels[rows], self.device), L[..., rows, :], strength))
+            return
+        small = small.to(self.device)
+        a, b = guided_coefficients(luminance(small), L, self.guide_radius, self.guide_eps)
+        step = H if self.device.type != "cpu" else STRIP_ROWS  # a GPU takes the photo in one go
+        for r0 in range(0, H, step):
+            r1 = min(H, r0 + step)
+            img = to_float(pixels[r0:r1], self.device)
+            Lf = upsample_rows(a, H, W, r0, r1) * luminance(img) + upsample_rows(b, H, W, r0, r1)
+            store(out, slice(r0, r1), slice(None), apply_gain(img, Lf, strength))
