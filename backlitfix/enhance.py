@@ -78,8 +78,11 @@ def apply_gain(img: torch.Tensor, L: torch.Tensor, strength: float) -> torch.Ten
 
 def store(out: np.ndarray, rows: slice, cols: slice, E: torch.Tensor) -> None:
     top = float(np.iinfo(out.dtype).max)
-    q = E[0].permute(1, 2, 0).mul(top).add_(0.5).floor_()
-    out[rows, cols] = q.to("cpu", torch.int32).numpy().astype(out.dtype)
+    q = E[0].permute(1, 2, 0).mul(top).add_(0.5).floor_()  # E is in [0, 1], so q fits the type
+    if out.dtype == np.uint8:
+        out[rows, cols] = q.to("cpu", torch.uint8).numpy()
+    else:
+        out[rows, cols] = q.to("cpu", torch.int32).numpy()
 
 
 def working_size(H: int, W: int, megapixels: float) -> tuple[int, int]:

@@ -144,10 +144,11 @@ def load_model(path: str | Path) -> tuple[EnhanceNet, ModelInfo]:
 
 def save_model(net: EnhanceNet, path: str | Path, info: ModelInfo) -> None:
     """Write a safetensors checkpoint with metadata, atomically."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from ..io.atomic import atomic_write
 
     info.padding = net.padding
     state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in net.state_dict().items()}
-    atomic_write(Path(path), lambda tmp: save_file(state, str(tmp), metadata=info.to_metadata()))
+    data = save(state, metadata=info.to_metadata())
+    atomic_write(Path(path), lambda f: f.write(data))
