@@ -18,16 +18,22 @@ def lrelu(x: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu(x, 0.2)
 
 
+def conv3(cin: int, cout: int, padding: str, bias: bool) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, padding=1, padding_mode=padding, bias=bias)
+
+
 class ResidualBlock(nn.Module):
     """y = lrelu(conv2(lrelu(conv1(x))) + x); both convs bias-free and reflect-padded."""
 
     def __init__(self, ch: int):
         super().__init__()
-        self.conv1 = nn.Conv2d(ch, ch, 3, padding=1, padding_mode="reflect", bias=False)
-        self.conv2 = nn.Conv2d(ch, ch, 3, padding=1, padding_mode="reflect", bias=False)
+        self.conv1 = conv3(ch, ch, "reflect", bias=False)
+        self.conv2 = conv3(ch, ch, "reflect", bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return lrelu(self.conv2(lrelu(self.conv1(x))) + x)
+        # In place on fresh conv outputs: saves two full-size allocations per block.
+        y = self.conv2(F.leaky_relu(self.conv1(x), 0.2, inplace=True))
+        return F.leaky_relu(y.add_(x), 0.2, inplace=True)
 
 
 class PyramidPooling(nn.Module):
@@ -70,7 +76,7 @@ class EnhanceNet(nn.Module):
         self.padding = padding
 
         def outer(cin, cout):
-            return nn.Conv2d(cin, cout, 3, padding=1, padding_mode=padding, bias=True)
+            return conv3(cin, cout, padding, bias=True)
 
         self.cond1 = outer(3, 32)
         self.ResidualBlock1 = ResidualBlock(32)
