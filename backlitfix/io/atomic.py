@@ -6,10 +6,12 @@ file is removed and the destination is untouched.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from ..photo import PhotoError
 
@@ -32,18 +34,17 @@ def atomic_write(dest: Path | str, write: Callable[[BinaryIO], None]) -> None:
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
     except OSError as e:
         raise PhotoError(dest, f"cannot write output: {_describe(e)}") from None
+    os.close(fd)  # reopened by name, so that f.name is the path (for writers that want one)
     try:
-        with os.fdopen(fd, "w+b") as f:
+        with open(tmp, "r+b") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         _chmod(tmp, dest)
         os.replace(tmp, dest)
     except BaseException as e:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         if isinstance(e, PhotoError) or not isinstance(e, Exception):
             raise
         raise PhotoError(dest, f"cannot write output: {_describe(e)}") from e
@@ -61,10 +62,8 @@ def _chmod(tmp: str, dest: Path) -> None:
         mode = dest.stat().st_mode & 0o7777
     except OSError:
         mode = 0o666 & ~_UMASK
-    try:
+    with contextlib.suppress(OSError):
         os.chmod(tmp, mode)
-    except OSError:
-        pass
 
 
 def _describe(e: BaseException) -> str:

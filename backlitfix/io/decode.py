@@ -17,18 +17,17 @@ import numpy as np
 from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
 
 from ..photo import Metadata, Photo, PhotoError
-from .formats import format_of
+from .formats import HEIC_HINT, format_of
 from .metadata import clean_exif, clean_file_exif, icc_colour_space, srgb_profile, xmp_orientation, xmp_upright
 from .orientation import upright
-from .tiff_ifd import TiffReader, image_data_end
 from .raw import decode_raw
+from .tiff_ifd import TiffFormatError, TiffReader, image_data_end
 
 # Our own limit (max_pixels) replaces Pillow's, so Pillow neither warns nor raises on its own terms
 Image.MAX_IMAGE_PIXELS = None
 # A truncated file is an error, never a silently grey-filled picture
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
-HEIC_HINT = "HEIC support needs the optional extra: pip install 'backlitfix[heic]'"
 _FORMATS = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "TIFF": "tiff", "WEBP": "webp", "HEIF": "heif"}
 _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
 _LOAD_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
@@ -42,9 +41,9 @@ def decode(path: Path | str, *, max_pixels: int) -> Photo:
         raise PhotoError(path, "not an image (looks like a text file)")
     if format_of(path) == "raw":
         return decode_raw(path, max_pixels=max_pixels)
-    if format_of(path) == "heif" or (head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS):
-        if not _heif_available():
-            raise PhotoError(path, HEIC_HINT)
+    heif = format_of(path) == "heif" or (head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS)
+    if heif and not _heif_available():
+        raise PhotoError(path, HEIC_HINT)
     return _decode_pillow(path, max_pixels)
 
 
@@ -120,7 +119,10 @@ def _tiff_exif(path: Path, f) -> tuple[bytes | None, int | None, list[str]]:
     """EXIF from a TIFF's own directories, after checking the file holds all its image data
     (libtiff's error for a cut file is an unhelpful 'decoder error -2')."""
     with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        end = image_data_end(TiffReader(buf))
+        try:
+            end = image_data_end(TiffReader(buf))
+        except TiffFormatError:  # BigTIFF: Pillow reads its pixels, this reader not its tags
+            return None, None, [f"{path.name}: BigTIFF tags are not read; EXIF not kept"]
         if end > len(buf):
             raise PhotoError(path, f"truncated TIFF (image data needs {end} bytes, the file has {len(buf)})")
         return clean_file_exif(buf, path.name)
@@ -166,7 +168,8 @@ def _pixels(im: Image.Image, f, name: str) -> tuple[np.ndarray, bytes | None, li
     if icc and icc_colour_space(icc) != b"RGB ":
         return _colour_managed(im, icc, name)
     if im.mode == "CMYK":
-        return np.asarray(im.convert("RGB")), None, [f"{name}: CMYK without an ICC profile; converted to RGB approximately"]
+        warning = f"{name}: CMYK without an ICC profile; converted to RGB approximately"
+        return np.asarray(im.convert("RGB")), None, [warning]
     if im.mode == "RGB":
         return np.asarray(im), icc, []
     if "A" in im.mode or "transparency" in im.info:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
-from typing import Sequence
 
 _CHUNK = 1 << 20
 

@@ -5,14 +5,17 @@ thumbnail), the ICC profile byte for byte, and the XMP (Orientation 1).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
 
 from ..photo import Photo, PhotoError
 from .atomic import atomic_write
+from .formats import HEIC_HINT
 from .metadata import EXIF_PREFIX, Exif, output_exif, output_xmp
 from .png import write_png
 from .tiff_write import write_tiff
@@ -21,7 +24,8 @@ FORMATS = ("jpeg", "png", "tiff", "webp", "heif")
 _JPEG_MARKER = 65533  # most payload bytes a JPEG marker segment can hold
 _XMP_JPEG_HEADER = b"http://ns.adobe.com/xap/1.0/\0"
 _WEBP_MAX_SIDE = 16383
-HEIC_HINT = "HEIC support needs the optional extra: pip install 'backlitfix[heic]'"
+
+_TO_8BIT = np.rint(np.arange(65536) / 257).astype(np.uint8)
 
 Writer = Callable[[BinaryIO], None]
 
@@ -34,6 +38,7 @@ def encode(photo: Photo, dest: Path | str, *, fmt: str, quality: int = 95, softw
     px = photo.pixels
     if px.ndim != 3 or px.shape[2] != 3 or px.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"pixels must be H x W x 3 uint8 or uint16, not {px.shape} {px.dtype}")
+    px = np.ascontiguousarray(px)  # the writers slice rows as raw bytes
     dest = Path(dest)
     h, w = px.shape[:2]
     meta, name = photo.meta, photo.path.name
@@ -48,29 +53,26 @@ def encode(photo: Photo, dest: Path | str, *, fmt: str, quality: int = 95, softw
         if not isinstance(exif, Exif):
             warn("EXIF could not be parsed, so it cannot be stored in a TIFF; dropped")
             exif = output_exif(None, width=w, height=h, software=software, tiff=True)
-        tiff_exif = exif
-        writer: Writer = lambda f: write_tiff(f, px, exif=tiff_exif, icc=meta.icc, xmp=xmp)  # noqa: E731
+        atomic_write(dest, partial(write_tiff, pixels=px, exif=exif, icc=meta.icc, xmp=xmp))
+        return
+    exif_bytes = exif.to_bytes() if isinstance(exif, Exif) else exif
+    if fmt == "png":
+        writer: Writer = partial(write_png, pixels=px, exif=exif_bytes, icc=meta.icc, xmp=xmp, software=software)
+    elif fmt == "jpeg":
+        writer = _jpeg(px, exif_bytes, meta.icc, xmp, quality, warn)
+    elif fmt == "webp":
+        if max(h, w) > _WEBP_MAX_SIDE:
+            raise PhotoError(dest, f"WebP cannot store images over {_WEBP_MAX_SIDE} pixels on a side ({w}x{h})")
+        writer = _pillow(px, "WEBP", quality=quality, exif=exif_bytes, icc_profile=meta.icc, xmp=xmp)
     else:
-        exif_bytes = exif.to_bytes() if isinstance(exif, Exif) else exif
-        if fmt == "png":
-            writer = lambda f: write_png(f, px, exif=exif_bytes, icc=meta.icc, xmp=xmp, software=software)  # noqa: E731
-        elif fmt == "jpeg":
-            writer = _jpeg(px, exif_bytes, meta.icc, xmp, quality, warn)
-        elif fmt == "webp":
-            if max(h, w) > _WEBP_MAX_SIDE:
-                raise PhotoError(dest, f"WebP cannot store images over {_WEBP_MAX_SIDE} pixels on a side ({w}x{h})")
-            writer = _pillow(px, "WEBP", quality=quality, exif=exif_bytes, icc_profile=meta.icc, xmp=xmp)
-        else:
-            writer = _heif(dest, px, exif_bytes, meta.icc, xmp, quality)
+        writer = _heif(dest, px, exif_bytes, meta.icc, xmp, quality)
     atomic_write(dest, writer)
 
 
 def to_8bit(px: np.ndarray) -> np.ndarray:
-    """uint16 -> uint8, rounded to nearest (v / 257), not truncated."""
-    if px.dtype == np.uint8:
-        return px
-    x = px.astype(np.uint32) + 128
-    return ((x - (x >> 8)) >> 8).astype(np.uint8)
+    """uint16 -> uint8, rounded to nearest (v / 257), not truncated. A 64 KiB lookup table is ~10x
+    faster than the arithmetic on a 24 MP image."""
+    return px if px.dtype == np.uint8 else _TO_8BIT[px]
 
 
 def _pillow(px: np.ndarray, fmt: str, **options) -> Writer:
@@ -101,9 +103,10 @@ def _heif(dest: Path, px: np.ndarray, exif: bytes | None, icc: bytes | None, xmp
         raise PhotoError(dest, HEIC_HINT) from None
     h, w = px.shape[:2]
     # 16-bit pixels are stored as 10-bit HEIF, the depth HEIF viewers support
-    heif = pillow_heif.from_bytes(mode="RGB;16" if px.dtype == np.uint16 else "RGB", size=(w, h),
-                                  data=np.ascontiguousarray(px).tobytes())
+    heif = pillow_heif.from_bytes(mode="RGB;16" if px.dtype == np.uint16 else "RGB", size=(w, h), data=px.tobytes())
     if icc:
         heif.info.update(icc_profile=icc, icc_profile_type="prof")
-    return lambda f: heif.save(f, quality=quality, exif=exif, xmp=xmp,
-                               chroma=444 if quality >= 90 else 420)
+    # 4:2:0 always: Apple's decoders do not show 4:4:4 HEIC. x265's "ultrafast" preset: a 24 MP
+    # photo in ~7 s instead of ~25 s, about 8 % larger at quality 95.
+    return lambda f: heif.save(f, quality=quality, exif=exif, xmp=xmp, chroma=420,
+                               enc_params={"preset": "ultrafast"})

@@ -14,6 +14,7 @@ RAW_EXTENSIONS: frozenset[str] = frozenset(
     ).split()
 )
 HEIF_EXTENSIONS: frozenset[str] = frozenset({".heic", ".heif", ".hif"})
+HEIC_HINT = "HEIC support needs the optional extra: pip install 'backlitfix[heic]'"
 # Lower-case extension (with dot) -> source format; RAW included.
 IMAGE_EXTENSIONS: dict[str, str] = {
     ".jpg": "jpeg", ".jpeg": "jpeg", ".jpe": "jpeg",

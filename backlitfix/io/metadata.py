@@ -10,12 +10,21 @@ from __future__ import annotations
 import io
 import re
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Iterable
 
 from .tiff_ifd import (
-    ASCII, Entry, TiffFormatError, TiffReader, TiffWriter, ascii, longs, shorts, undefined,
+    ASCII,
+    SHORT,
+    Entry,
+    TiffFormatError,
+    TiffReader,
+    TiffWriter,
+    longs,
+    shorts,
+    text,
+    undefined,
 )
 
 ORIENTATION, SOFTWARE, MODEL = 0x0112, 0x0131, 0x0110
@@ -62,7 +71,7 @@ class Exif:
         EXIF's JPEG-only tags (pixel dimensions, compression details, DCF interop) do not belong."""
         e = self.endian
         self.ifd0[ORIENTATION] = shorts(ORIENTATION, [1], e)
-        self.ifd0[SOFTWARE] = ascii(SOFTWARE, software)
+        self.ifd0[SOFTWARE] = text(SOFTWARE, software)
         self.exif.setdefault(EXIF_VERSION, undefined(EXIF_VERSION, b"0232"))
         if tiff:
             for tag in _JPEG_ONLY_TAGS:
@@ -164,20 +173,29 @@ def _thumbnail_range(r: TiffReader, ifd1: int) -> tuple[int, int] | None:
         if off_tag in entries and len_tag in entries:
             offs, lens = entries[off_tag].values(r.endian), entries[len_tag].values(r.endian)
             if offs and lens:
-                return min(offs), max(o + n for o, n in zip(offs, lens))
+                return min(offs), max(o + n for o, n in zip(offs, lens, strict=False))
     return None
 
 
 def clean_exif(blob: bytes, name: str) -> tuple[bytes, int | None, list[str]]:
     """Decode-side EXIF from an embedded block: (block for Metadata.exif, the source's Orientation,
-    warnings). A block with no TIFF structure is kept byte for byte: it may still mean something to
-    other software."""
+    warnings). The block says Orientation 1 from here on (the pixels are rotated instead); an intact
+    block is otherwise kept byte for byte (the encoder makes the output's changes), a damaged one
+    loses its damaged parts, and one with no TIFF structure at all is kept unchanged, since it may
+    still mean something to other software."""
     blob = strip_prefix(blob)
     try:
         exif = parse_exif(blob)
     except TiffFormatError as e:
         return blob, None, [f"{name}: EXIF could not be parsed ({e}); copied unchanged"]
-    return _upright(exif, name)
+    entry = exif.ifd0.get(ORIENTATION)
+    if not exif.problems and entry is None:
+        return blob, None, []
+    if exif.problems or entry.type != SHORT or entry.count != 1:
+        return _upright(exif, name)
+    patched = bytearray(blob)  # the usual case: set the value inside the entry, nothing moves
+    patched[entry.pos + 8:entry.pos + 10] = struct.pack(exif.endian + "H", 1)
+    return bytes(patched), exif.get(ORIENTATION), []
 
 
 def clean_file_exif(buf, name: str) -> tuple[bytes | None, int | None, list[str]]:
@@ -196,8 +214,10 @@ def _upright(exif: Exif, name: str) -> tuple[bytes, int | None, list[str]]:
     orientation = exif.get(ORIENTATION)
     if orientation is not None:
         exif.ifd0[ORIENTATION] = shorts(ORIENTATION, [1], exif.endian)
-    warnings = [f"{name}: EXIF was damaged ({'; '.join(exif.problems)}); kept the readable tags"] if exif.problems else []
-    return exif.to_bytes(), orientation, warnings
+    if not exif.problems:
+        return exif.to_bytes(), orientation, []
+    problems = "; ".join(exif.problems)
+    return exif.to_bytes(), orientation, [f"{name}: EXIF was damaged ({problems}); kept the readable tags"]
 
 
 def output_exif(blob: bytes | None, *, width: int, height: int, software: str, tiff: bool = False) -> Exif | bytes:

@@ -1,8 +1,9 @@
 """PNG writer for 8- and 16-bit RGB (Pillow cannot write 16-bit RGB PNG).
 
-Every row uses the "Up" filter: vectorised in numpy, and within a few per cent of libpng's adaptive
-filtering in size on photos. zlib level 3 on all cores (see deflate.py); measured on a 24 MP photo,
-level 6 saves about 2 % more for twice the time.
+Every row uses the "Up" filter: vectorised in numpy, and within ~3 % of libpng's adaptive filtering
+in size on photos. zlib level 3 on all cores (see deflate.py). Measured on 2 shared cores, 24 MP:
+8-bit -> 20 % of the raw size in ~0.8 s, 16-bit RAW rendering -> 57 % in ~3.5 s; level 6 saves
+another ~2 % for twice the time.
 """
 from __future__ import annotations
 

@@ -28,9 +28,14 @@ _XMP = 0x02BC
 
 def decode_raw(path: Path, *, max_pixels: int) -> Photo:
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        _check_complete(path, buf)
-        exif, _, warnings = clean_file_exif(buf, path.name)  # orientation comes from LibRaw below
-        xmp = _embedded_xmp(buf)
+        try:
+            reader = TiffReader(buf)
+        except TiffFormatError:  # CR3, RAF, CRW, X3F, ...: LibRaw's own checks apply
+            exif, xmp, warnings = None, None, [f"{path.name}: EXIF is not read from {path.suffix} files; not carried"]
+        else:
+            _check_complete(path, reader)
+            exif, _, warnings = clean_file_exif(buf, path.name)  # orientation comes from LibRaw below
+            xmp = _embedded_xmp(reader)
     try:
         with rawpy.imread(str(path)) as raw:
             s = raw.sizes
@@ -75,22 +80,15 @@ def _default_crop(rgb: np.ndarray, s) -> np.ndarray:
     return np.ascontiguousarray(rgb[top:top + h, left:left + w])
 
 
-def _embedded_xmp(buf) -> bytes | None:
+def _embedded_xmp(r: TiffReader) -> bytes | None:
     """IFD0's XMP (DNG and several other RAWs), upright and without develop settings."""
-    try:
-        r = TiffReader(buf)
-    except TiffFormatError:
-        return None
     entry = r.read_ifd(r.first_ifd, [], "IFD0")[0].get(_XMP)
     return xmp_upright(without_develop_settings(entry.data)) if entry else None
 
 
-def _check_complete(path: Path, buf) -> None:
+def _check_complete(path: Path, r: TiffReader) -> None:
     """A TIFF-based RAW whose image data runs past the end of the file was cut short. LibRaw
     often notices, but not always (it fills what is missing and only prints to stderr)."""
-    try:
-        end = image_data_end(TiffReader(buf))
-    except TiffFormatError:
-        return  # CR3, RAF, ...: LibRaw's own checks apply
-    if end > len(buf):
-        raise PhotoError(path, f"truncated RAW file (image data needs {end} bytes, the file has {len(buf)})")
+    end = image_data_end(r)
+    if end > len(r.buf):
+        raise PhotoError(path, f"truncated RAW file (image data needs {end} bytes, the file has {len(r.buf)})")

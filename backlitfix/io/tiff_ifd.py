@@ -8,8 +8,9 @@ were (maker notes, which often hold absolute offsets) remain valid.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import BinaryIO, Iterable
+from typing import BinaryIO
 
 # TIFF field type -> bytes per value
 TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
@@ -30,12 +31,13 @@ class Entry:
     count: int
     data: bytes  # the value bytes, in the block's byte order
     offset: int | None = None  # where `data` sits in the source when stored out of line
+    pos: int | None = None  # where the 12-byte entry itself sits in the source
 
     def values(self, endian: str) -> tuple:
         """Numeric values (integers; rationals as (num, den) pairs); () for ASCII/UNDEFINED/FLOAT."""
         if self.type in (RATIONAL, SRATIONAL):
             ints = struct.unpack(f"{endian}{2 * self.count}{'I' if self.type == RATIONAL else 'i'}", self.data)
-            return tuple(zip(ints[::2], ints[1::2]))
+            return tuple(zip(ints[::2], ints[1::2], strict=True))
         code = _UNPACK.get(self.type)
         return struct.unpack(f"{endian}{self.count}{code}", self.data) if code else ()
 
@@ -62,8 +64,8 @@ def rational(tag: int, num: int, den: int, endian: str) -> Entry:
     return Entry(tag, RATIONAL, 1, struct.pack(f"{endian}2I", num, den))
 
 
-def ascii(tag: int, text: str) -> Entry:
-    data = text.encode("utf-8", "replace") + b"\0"
+def text(tag: int, value: str) -> Entry:
+    data = value.encode("utf-8", "replace") + b"\0"
     return Entry(tag, ASCII, len(data), data)
 
 
@@ -103,17 +105,18 @@ class TiffReader:
             tag, typ, count = struct.unpack(e + "HHI", bytes(buf[pos:pos + 8]))
             if typ not in TYPE_SIZES:
                 # The rest of a directory after a nonsense type is almost always garbage too
-                problems.append(f"{name} is damaged from entry {i} (tag 0x{tag:04X}, type {typ}); {n - i} entries dropped")
+                problems.append(f"{name} is damaged from entry {i} (tag 0x{tag:04X}, type {typ}); "
+                                f"{n - i} entries dropped")
                 break
             size = TYPE_SIZES[typ] * count
             if size <= 4:
-                entries.setdefault(tag, Entry(tag, typ, count, bytes(buf[pos + 8:pos + 8 + size])))
+                entries.setdefault(tag, Entry(tag, typ, count, bytes(buf[pos + 8:pos + 8 + size]), None, pos))
                 continue
             off = self.u32(bytes(buf[pos + 8:pos + 12]))
             if off + size > len(buf):
                 problems.append(f"{name} tag 0x{tag:04X} points outside the data; dropped")
                 continue
-            entries.setdefault(tag, Entry(tag, typ, count, bytes(buf[off:off + size]), off))
+            entries.setdefault(tag, Entry(tag, typ, count, bytes(buf[off:off + size]), off, pos))
         nxt_pos = offset + 2 + 12 * n
         nxt = self.u32(bytes(buf[nxt_pos:nxt_pos + 4])) if nxt_pos + 4 <= len(buf) else 0
         return entries, (nxt if 8 <= nxt < len(buf) else 0)
@@ -153,7 +156,7 @@ def image_data_end(r: TiffReader) -> int:
         for off_tag, len_tag in _STRIPS:
             if off_tag in entries and len_tag in entries:
                 offs, lens = entries[off_tag].values(r.endian), entries[len_tag].values(r.endian)
-                end = max([end, *(o + n for o, n in zip(offs, lens))])
+                end = max([end, *(o + n for o, n in zip(offs, lens, strict=False))])
     return end
 
 
