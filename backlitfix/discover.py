@@ -18,12 +18,12 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .io.formats import IMAGE_EXTENSIONS, RAW_EXTENSIONS, SIDECAR_EXTENSIONS, format_of, output_extension
 from .photo import PhotoError
 
 __all__ = [
     "DEFAULT_OUTPUT_DIRNAME",
     "IMAGE_EXTENSIONS",
-    "OUTPUT_EXTENSIONS",
     "OUTPUT_FORMATS",
     "RAW_EXTENSIONS",
     "SIDECAR_EXTENSIONS",
@@ -36,36 +36,11 @@ __all__ = [
 
 DEFAULT_OUTPUT_DIRNAME = "backlitfix"
 
-# Lower-case extension (with dot) -> source format. Formats match ``photo.Metadata.source_format``.
-RAW_EXTENSIONS: frozenset[str] = frozenset(
-    "." + e
-    for e in (
-        "dng cr2 cr3 crw nef nrw arw srf sr2 raf orf rw2 rwl pef ptx srw x3f 3fr fff iiq mos mrw erf kdc dcr mef raw"
-    ).split()
-)
-IMAGE_EXTENSIONS: dict[str, str] = {
-    ".jpg": "jpeg", ".jpeg": "jpeg", ".jpe": "jpeg",
-    ".png": "png",
-    ".tif": "tiff", ".tiff": "tiff",
-    ".webp": "webp",
-    ".heic": "heif", ".heif": "heif", ".hif": "heif",
-    **{ext: "raw" for ext in sorted(RAW_EXTENSIONS)},
-}  # every input extension, RAW included
-# Editor sidecars that sit beside photos: never inputs (counted in Plan.ignored).
-SIDECAR_EXTENSIONS: frozenset[str] = frozenset(
-    ".xmp .xmp~ .pp3 .dop .arp .on1 .cos .cot .cof .nksc .thm .aae .acr .dxo".split()
-)
-
 OUTPUT_FORMATS = ("auto", "jpeg", "png", "tiff")  # values of ``fmt`` / config ``output.format``
-OUTPUT_EXTENSIONS: dict[str, str] = {
-    "jpeg": ".jpg", "png": ".png", "tiff": ".tif", "webp": ".webp", "heif": ".heic",
-}  # extension for a converted output; an unconverted one keeps the source's spelling
 _AUTO_OUTPUT = {"jpeg": "jpeg", "png": "png", "tiff": "tiff", "webp": "webp", "heif": "heif", "raw": "tiff"}
 
 
-def source_format(path: Path) -> str | None:
-    """The format implied by the file name's extension (case-insensitive), or None if not an image."""
-    return IMAGE_EXTENSIONS.get(path.suffix.lower())
+source_format = format_of  # the format implied by the file name's extension, or None
 
 
 def output_format(src_format: str, fmt: str) -> str:
@@ -129,7 +104,7 @@ class _Candidate:
     tag: str = ""  # disambiguator added to the stem
 
     def output(self, suffix: str) -> Path:
-        ext = self.src.suffix if self.out_format == self.src_format else OUTPUT_EXTENSIONS[self.out_format]
+        ext = output_extension(self.out_format, self.src)
         return self.out_dir / f"{self.src.stem}{self.tag}{suffix}{ext}"
 
 
