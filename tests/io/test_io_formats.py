@@ -2,7 +2,6 @@ from pathlib import Path
 
 import pytest
 
-from backlitfix import discover
 from backlitfix.io.formats import (
     IMAGE_EXTENSIONS,
     RAW_EXTENSIONS,
