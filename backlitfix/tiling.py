@@ -68,6 +68,11 @@ def _stem(net: EnhanceNet, r: Region) -> Region:
     return _block(_block(r, net.ResidualBlock1), net.ResidualBlock2)
 
 
+def _float64_device(device: torch.device) -> torch.device:
+    """Where float64 sums can live: on the device itself, except Apple's MPS, which has no float64."""
+    return torch.device("cpu") if device.type == "mps" else device
+
+
 def _cell_bounds(n: int, b: int) -> list[tuple[int, int]]:
     """Adaptive average pooling cells along one axis: [floor(i*n/b), ceil((i+1)*n/b))."""
     return [((i * n) // b, -((-(i + 1) * n) // b)) for i in range(b)]
@@ -108,12 +113,14 @@ def _grown(get_input: Callable, H: int, W: int, t: tuple[int, int, int, int], g:
 def pooled_context(net: EnhanceNet, get_input: Callable, H: int, W: int, tile: int) -> list[torch.Tensor]:
     """Pass 1: the PPM's four (1, 8, b, b) maps for the whole image, computed tile by tile."""
     bins = net.PPM1.bins
-    sums = [torch.zeros(32, b, b, dtype=torch.float64) for b in bins]
+    device = net.cond1.weight.device
+    acc = _float64_device(device)
+    sums = [torch.zeros(32, b, b, dtype=torch.float64, device=acc) for b in bins]
     bounds = [(_cell_bounds(H, b), _cell_bounds(W, b)) for b in bins]
     for t in tiles(H, W, tile):
         f = _stem(net, _grown(get_input, H, W, t, STEM_RADIUS))
         assert (f.y0, f.y1, f.x0, f.x1) == t
-        feat = f.t[0].double()
+        feat = f.t[0].to(acc, torch.float64)
         for k, (rows, cols) in enumerate(bounds):
             for i, (r0, r1) in enumerate(rows):
                 a, z = max(r0, t[0]), min(r1, t[1])
@@ -128,7 +135,7 @@ def pooled_context(net: EnhanceNet, get_input: Callable, H: int, W: int, tile: i
     dtype = net.cond1.weight.dtype
     for k, (rows, cols) in enumerate(bounds):
         counts = torch.tensor([[(r1 - r0) * (c1 - c0) for c0, c1 in cols] for r0, r1 in rows], dtype=torch.float64)
-        mean = (sums[k] / counts)[None].to(dtype)
+        mean = (sums[k].cpu() / counts)[None].to(device, dtype)
         out.append(net.PPM1.features[k][2](net.PPM1.features[k][1](mean)))  # 1x1 conv, PReLU
     return out
 
@@ -140,10 +147,12 @@ def tile_output(net: EnhanceNet, get_input: Callable, H: int, W: int, t, pooled:
     dtype = f.t.dtype
     ys, xs = torch.arange(f.y0, f.y1), torch.arange(f.x0, f.x1)
     maps = [f.t]
+    acc = _float64_device(f.t.device)
     for p in pooled:
         b = p.shape[-1]
-        ry, rx = _interp_matrix(ys, H, b), _interp_matrix(xs, W, b)
-        maps.append(torch.einsum("yi,cij,xj->cyx", ry, p[0].double(), rx)[None].to(dtype))
+        ry, rx = _interp_matrix(ys, H, b).to(acc), _interp_matrix(xs, W, b).to(acc)
+        up = torch.einsum("yi,cij,xj->cyx", ry, p[0].to(acc, torch.float64), rx)
+        maps.append(up[None].to(f.t.device, dtype))
     r = Region(torch.cat(maps, dim=1), f.y0, f.y1, f.x0, f.x1, H, W)
     fuse = net.PPM1.fuse
     r = _conv(r, fuse[0].weight, None, "zeros")
