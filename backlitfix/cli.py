@@ -27,48 +27,59 @@ def main():
     """Fix backlit photos: brighten the dark subject, keep the bright background."""
 
 
+def photo_options(f):
+    """The options `run` and `watch` share: where outputs go and how photos are corrected."""
+    opts = [
+        click.option("-r/-R", "--recursive/--no-recursive", default=None, help="Descend into sub-folders."),
+        click.option("-o", "--output", type=click.Path(path_type=Path), help="Output folder [default: a backlitfix/ folder beside the inputs]."),
+        click.option("--suffix", help="Text added to each output file name, e.g. _fixed."),
+        click.option("--format", "fmt", type=click.Choice(["auto", "jpeg", "tiff", "png"]), help="Output format [default: auto = like the input; RAW -> 16-bit TIFF]."),
+        click.option("--quality", type=int, help="JPEG quality 1-100 [default: 95]."),
+        click.option("--skip-existing/--overwrite", "skip_existing", default=None, help="Skip outputs that exist (default), or replace them. Inputs are never written."),
+        click.option("-j", "--jobs", type=int, help="Parallel decode/encode workers [default: one per core]."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), help="Where the network runs."),
+        click.option("--model", help="Model name or checkpoint path [default: the embedded model]."),
+        click.option("--strength", type=float, help="0 = original, 1 = the model's correction (up to 2)."),
+        click.option("--mode", type=click.Choice(["fast", "exact"]), help="fast: estimate at working resolution; exact: full-resolution tiles."),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="Network precision in fast mode."),
+        click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), help="A config file layered over the defaults and the user config."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def load_cli_config(opts: dict):
+    """Config from the layers plus the flags in ``opts`` (photo_options' values); exits 2 on a bad one."""
+    from .config import ConfigError, load_config
+
+    skip = opts.get("skip_existing")
+    overrides = {
+        "input.recursive": opts.get("recursive"),
+        "output.dir": opts.get("output"),
+        "output.suffix": opts.get("suffix"),
+        "output.format": opts.get("fmt"),
+        "output.jpeg_quality": opts.get("quality"),
+        "output.overwrite": None if skip is None else not skip,
+        **{k: opts.get(k) for k in ("jobs", "device", "model", "strength", "mode", "precision")},
+    }
+    try:
+        return load_config(opts.get("config_file"), overrides)
+    except ConfigError as e:
+        _fail_usage(str(e))
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-r/-R", "--recursive/--no-recursive", default=None, help="Descend into sub-folders.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output folder [default: a backlitfix/ folder beside the inputs].")
-@click.option("--suffix", help="Text added to each output file name, e.g. _fixed.")
-@click.option("--format", "fmt", type=click.Choice(["auto", "jpeg", "tiff", "png"]), help="Output format [default: auto = like the input; RAW -> 16-bit TIFF].")
-@click.option("--quality", type=int, help="JPEG quality 1-100 [default: 95].")
-@click.option("--skip-existing/--overwrite", "skip_existing", default=None, help="Skip outputs that exist (default), or replace them. Inputs are never written.")
+@photo_options
 @click.option("--dry-run", is_flag=True, help="Show what would be done; write nothing.")
-@click.option("-j", "--jobs", type=int, help="Parallel decode/encode workers [default: one per core].")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), help="Where the network runs.")
-@click.option("--model", help="Model name or checkpoint path [default: the embedded model].")
-@click.option("--strength", type=float, help="0 = original, 1 = the model's correction (up to 2).")
-@click.option("--mode", type=click.Choice(["fast", "exact"]), help="fast: estimate at working resolution; exact: full-resolution tiles.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="Network precision in fast mode.")
-@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), help="A config file layered over the defaults and the user config.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
-def run(paths, recursive, output, suffix, fmt, quality, skip_existing, dry_run, jobs, device, model, strength,
-        mode, precision, config_file, as_json):
+def run(paths, dry_run, as_json, **opts):
     """Correct the photos in PATHS (files or folders); originals are never touched."""
-    from .config import ConfigError, load_config
     from .discover import plan
     from .model.checkpoint import CheckpointError
 
-    overrides = {
-        "input.recursive": recursive,
-        "output.dir": output,
-        "output.suffix": suffix,
-        "output.format": fmt,
-        "output.jpeg_quality": quality,
-        "output.overwrite": None if skip_existing is None else not skip_existing,
-        "jobs": jobs,
-        "device": device,
-        "model": model,
-        "strength": strength,
-        "mode": mode,
-        "precision": precision,
-    }
-    try:
-        cfg = load_config(config_file, overrides)
-    except ConfigError as e:
-        _fail_usage(str(e))
+    cfg = load_cli_config(opts)
 
     t0 = time.perf_counter()
     work = plan(list(paths), recursive=cfg.input.recursive, output_dir=cfg.output.dir,
@@ -158,6 +169,17 @@ def models_cmd(as_json):
     for r in rows:
         click.echo(f"{r['name']:<24} {r['kind']:<9} {r.get('method', 'unreadable'):<16} {r['path']}")
 
+
+def _register_watch():
+    """`backlitfix watch` lives in backlitfix/watch/; registered here so `--help` lists it."""
+    try:
+        from .watch.command import watch
+    except ImportError:  # the daemon is being built; run works without it
+        return
+    main.add_command(watch)
+
+
+_register_watch()
 
 if __name__ == "__main__":
     main()
