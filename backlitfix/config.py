@@ -31,6 +31,7 @@ __all__ = [
     "FastConfig",
     "InputConfig",
     "OutputConfig",
+    "WatchConfig",
     "config_keys",
     "load_config",
     "user_config_path",
@@ -100,6 +101,14 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class WatchConfig:
+    quiet_seconds: float = _opt(gt=0)
+    polling_interval: float = _opt(gt=0)
+    rescan_seconds: float = _opt(ge=0)
+    journal: str = _opt(allowed="output, state, or a file path", check=_check_nonempty)
+
+
+@dataclass(frozen=True)
 class Config:
     model: str | None = _opt(allowed="a model name or checkpoint path, or null for the embedded default",
                              check=_check_nonempty)
@@ -112,6 +121,7 @@ class Config:
     exact: ExactConfig = _opt()
     input: InputConfig = _opt()
     output: OutputConfig = _opt()
+    watch: WatchConfig = _opt()
 
 
 @dataclass(frozen=True)

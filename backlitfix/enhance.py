@@ -2,9 +2,12 @@
 
 - ``exact``: tiled two-pass inference (`backlitfix.tiling`), equal to one full-resolution pass, with
   memory set by the tile size. Always float32, because "exact" is a promise.
-- ``fast``: estimate L at a working resolution, then bring it to full resolution with a fast guided
-  filter (He & Sun, 2015): the linear coefficients a, b of L ~ a * Y + b are fitted at working
-  resolution and upsampled, and the full-resolution luminance Y puts the edges back.
+- ``fast``: estimate L at a working resolution, then bring it to full resolution guided by the
+  full-resolution luminance Y: L = up(L_s) + up(a) * (Y - up(Y_s)), where a is the local slope dL/dY
+  of a guided filter (He et al.) fitted at working resolution. It keeps the network's L and adds back
+  only the detail that downscaling removed, with the local sign and size of L's response to it.
+  Measured against exact (bench/fast_vs_exact.py), this beat the classic fast guided filter
+  (L ~ up(a) Y + up(b)) by 1.5 dB at 0.5 MP and 5 dB at 1 MP, and keeps local contrast.
 The division I / L is done at full resolution in float32, strip by strip, straight into the output
 array, so a 24 MP photo never exists as a full float32 copy on the CPU.
 """
@@ -139,6 +142,13 @@ def upsample_rows(m: torch.Tensor, H: int, W: int, r0: int, r1: int) -> torch.Te
     return torch.lerp(rows[..., x0], rows[..., x1], wx)
 
 
+def guided_upsample(L: torch.Tensor, Ys: torch.Tensor, a: torch.Tensor, Y: torch.Tensor, H: int, W: int,
+                    r0: int, r1: int) -> torch.Tensor:
+    """Rows [r0, r1) of full-resolution L: up(L) + up(a) * (Y - up(Ys)), Y being those rows' luminance."""
+    detail = Y - upsample_rows(Ys, H, W, r0, r1)  # what downscaling removed
+    return upsample_rows(L, H, W, r0, r1) + upsample_rows(a, H, W, r0, r1) * detail
+
+
 @dataclass
 class Enhancer:
     """A loaded network plus how to run it. Maps pixels to pixels; knows nothing of files."""
@@ -148,7 +158,7 @@ class Enhancer:
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32
     working_megapixels: float = 0.5
-    guide_radius: int = 8
+    guide_radius: int = 2
     guide_eps: float = 1e-3
     tile: int = 512
 
@@ -204,10 +214,11 @@ class Enhancer:
                 store(out, rows, slice(None), apply_gain(to_float(pixels[rows], self.device), L[..., rows, :], strength))
             return
         small = small.to(self.device)
-        a, b = guided_coefficients(luminance(small), L, self.guide_radius, self.guide_eps)
+        Ys = luminance(small)
+        a, _ = guided_coefficients(Ys, L, self.guide_radius, self.guide_eps)  # local slope dL/dY
         step = H if self.device.type != "cpu" else STRIP_ROWS  # a GPU takes the photo in one go
         for r0 in range(0, H, step):
             r1 = min(H, r0 + step)
             img = to_float(pixels[r0:r1], self.device)
-            Lf = upsample_rows(a, H, W, r0, r1) * luminance(img) + upsample_rows(b, H, W, r0, r1)
+            Lf = guided_upsample(L, Ys, a, luminance(img), H, W, r0, r1)
             store(out, slice(r0, r1), slice(None), apply_gain(img, Lf, strength))

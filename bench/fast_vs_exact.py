@@ -87,24 +87,26 @@ def compare(out: np.ndarray | torch.Tensor, ref: np.ndarray | torch.Tensor, band
     a = torch.as_tensor(out).to(torch.int16)
     b = torch.as_tensor(ref).to(torch.int16)
     d = a - b
-    ad = d.abs()
-    hist = torch.bincount(ad.flatten().to(torch.int64), minlength=256).double()
+    ad = d.abs().to(torch.uint8)
+    hist = torch.bincount(ad.flatten(), minlength=256).double()
     n = hist.sum().item()
     mse = (hist * torch.arange(hist.numel(), dtype=torch.float64) ** 2).sum().item() / n
     cum = torch.cumsum(hist, 0)
     p999 = int(torch.searchsorted(cum, torch.tensor([0.999 * n], dtype=torch.float64)).item())
     res = {
         "psnr": (10 * math.log10(255.0**2 / mse)) if mse > 0 else None,
-        "max": int(ad.max().item()),
+        "max": int(torch.nonzero(hist).max().item()),
         "p999": p999,
-        "mean_signed": float(d.double().mean().item()),
-        "mae": float(ad.double().mean().item()),
+        "mean_signed": d.sum(dtype=torch.int64).item() / n,
+        "mae": (hist * torch.arange(hist.numel(), dtype=torch.float64)).sum().item() / n,
     }
     if bands is not None:
-        per_px = ad.double().mean(dim=-1).flatten()
-        lab = bands.flatten().long()
-        sums = torch.bincount(lab, weights=per_px, minlength=len(BANDS))
-        cnt = torch.bincount(lab, minlength=len(BANDS)).double()
+        # per-pixel sum over the 3 channels (0..765), histogrammed per band in one bincount
+        per_px = ad.sum(dim=-1, dtype=torch.int32).flatten()
+        lab = bands.flatten().to(torch.int32)
+        h2 = torch.bincount(lab * 766 + per_px, minlength=len(BANDS) * 766).view(len(BANDS), 766).double()
+        sums = (h2 * torch.arange(766, dtype=torch.float64)).sum(1) / 3
+        cnt = h2.sum(1)
         res["band_mae"] = [float(s / c) if c > 0 else None for s, c in zip(sums.tolist(), cnt.tolist())]
     return res
 
@@ -242,6 +244,26 @@ def apply_rgb(img, Y, c):
     return (c[:, 0:3] * img).sum(1, keepdim=True) + c[:, 3:4]
 
 
+def fit_detail(small, L, r, eps):  # L = up(L_small) + a * (Y - up(Y_small)): keeps L_small, adds the guide's detail
+    a, _ = guided_coefficients(luminance(small), L, r, eps)
+    return torch.cat([a, L, luminance(small)], 1)
+
+
+def apply_detail(img, Y, c):
+    return c[:, 1:2] + c[:, 0:1] * (Y - c[:, 2:3])
+
+
+def fit_logdetail(small, L, r, eps):  # the same in the log domain: log L = up(log L_s) + a * (log Y - up(log Y_s))
+    lY = torch.log(luminance(small) + LOG_DELTA)
+    lL = torch.log(L.clamp(min=L_FLOOR))
+    a, _ = guided_coefficients(lY, lL, r, eps)
+    return torch.cat([a, lL, lY], 1)
+
+
+def apply_logdetail(img, Y, c):
+    return torch.exp(c[:, 1:2] + c[:, 0:1] * (torch.log(Y + LOG_DELTA) - c[:, 2:3]))
+
+
 def fit_bilinear(small, L, r, eps):  # no guide at all: L upsampled bilinearly (baseline)
     return L
 
@@ -256,6 +278,9 @@ VARIANTS = {
     "log": (fit_log, apply_log, f"log L ~ a*log(Y+{LOG_DELTA}) + b"),
     "logL_Y": (fit_logL_Y, apply_logL_Y, "log L ~ a*Y + b"),
     "inv": (fit_inv, apply_inv, "1/L ~ a*Y + b (gain guided by Y)"),
+    "detail": (fit_detail, apply_detail, "L = up(L_s) + up(a)*(Y - up(Y_s)), a from the grey fit"),
+    "logdetail": (fit_logdetail, apply_logdetail,
+                  f"log L = up(log L_s) + up(a)*(log(Y+{LOG_DELTA}) - up(log(Y_s+{LOG_DELTA}))), a from the log fit"),
     "bilinear": (fit_bilinear, apply_bilinear, "no guide: L bilinearly upsampled"),
 }
 
@@ -531,24 +556,209 @@ def bench_model(model_path: Path, photos: list[Path], args, report: list[str]) -
     report.append(f"\nCrops (worst {len(worst)} at {args.crop_mp} MP by PSNR): "
                   + ", ".join(f"`{Path(v['file']).name}` at y={v['y0']}, x={v['x0']}" for v in result["crops"].values()))
 
+    configs = [("grey", args.radius, args.eps)] + [c for c in map(parse_config, args.configs)
+                                                    if c != ("grey", args.radius, args.eps)]
+    result["configs"] = eval_configs(name, photos, per_photo, data, args, report, configs)
+    result["silhouettes"] = silhouette_panels(name, photos, per_photo, data, args, report, worst, configs)
     if args.grid:
         result["grid"] = run_grid(name, photos, per_photo, data, args, report, worst)
     return result
 
 
+def parse_config(text: str) -> tuple[str, int, float]:
+    """'detail:2:1e-3' -> ('detail', 2, 0.001); 'bilinear' -> ('bilinear', 0, 0.0)."""
+    parts = text.split(":")
+    if parts[0] not in VARIANTS:
+        raise SystemExit(f"unknown variant {parts[0]!r} in --configs (known: {', '.join(VARIANTS)})")
+    if parts[0] == "bilinear":
+        return ("bilinear", 0, 0.0)
+    return (parts[0], int(parts[1]), float(parts[2]))
+
+
+def clab(c) -> str:
+    return f"{c[0]} r={c[1]} eps={c[2]:g}"
+
+
+def fast_output(pixels: np.ndarray, L_small: np.ndarray, config) -> np.ndarray:
+    """Fast-mode 8-bit output for a captured working-resolution L and an upsampling config."""
+    h, w = L_small.shape
+    small = downscale(pixels, h, w)
+    img = to_float(pixels)
+    L = upsample_L(config[0], small, torch.from_numpy(L_small)[None, None], img, luminance(img), config[1], config[2])
+    return quantise(img, L).numpy()
+
+
+def highpass_std(img: np.ndarray, mask: np.ndarray) -> float:
+    Y = img.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return float((Y - ndimage.gaussian_filter(Y, 2.0))[mask].std())
+
+
+def eval_configs(name, photos, per_photo, data, args, report, configs) -> dict:
+    """The chosen upsampling configs at every working resolution (fp32 L; bf16 L for the bf16 resolutions)."""
+    t0 = time.perf_counter()
+    keys = [f"fp32_{mp}" for mp in args.working_mp] + [f"bf16_{mp}" for mp in args.bf16_mp]
+    out = {}
+    for key in keys:
+        stems = [s for s in per_photo if per_photo[s]["fast"][key]["downscaled"]]
+        acc = {clab(c): [] for c in configs}
+        for s in stems:
+            pixels = load_photo(next(p for p in photos if p.stem == s))
+            ref, tb = data[s]["out_exact"], torch.from_numpy(data[s]["bands"])
+            away = data[s]["bands"] >= 2  # more than 8 px from the strong edges of exact L
+            hp_ref = highpass_std(ref, away)
+            H, W = pixels.shape[:2]
+            for c in configs:
+                o = fast_output(pixels, data[s][f"L_{key}"], c)
+                m = compare(o, ref, tb)
+                m["detail_ratio"] = highpass_std(o, away) / hp_ref
+                m["factor"] = math.sqrt(H * W / math.prod(data[s][f"L_{key}"].shape))
+                acc[clab(c)].append(m)
+        out[key] = {k: {**aggregate(v, [], []), "detail_ratio_mean": float(np.mean([e["detail_ratio"] for e in v])),
+                        "detail_ratio_min": float(np.min([e["detail_ratio"] for e in v])),
+                        "per_photo": dict(zip(stems, v))} for k, v in acc.items()}
+    report.append(f"\n### Upsampling configs at every working resolution (model `{name}`; photos downscaled there)\n")
+    report.append("Same network L as above (captured), only the upsampling differs; the first config is the "
+                  "current default. bf16 rows: L from the bf16 network run.\n")
+    report.append("`detail` = std of the high-pass luminance (minus a Gaussian of sigma 2 px) of fast over that "
+                  "of exact, more than 8 px from strong L edges: below 1 = local contrast flattened (mean / min).\n")
+    hdr = ["working res", "config", "n", "mean PSNR", "worst PSNR", "worst max", "mean p99.9", "worst p99.9",
+           "band MAE 0-2/2-8/8-32/>32", "detail"]
+    rows = []
+    for key, table in out.items():
+        for k, a in table.items():
+            rows.append([key, k, a["n"], f"{a['psnr_mean']:.2f}", f"{a['psnr_worst']:.2f}", a["max_worst"],
+                         f"{a['p999_mean']:.1f}", a["p999_worst"], "/".join(f"{b:.2f}" for b in a["band_mae_mean"]),
+                         f"{a['detail_ratio_mean']:.3f} / {a['detail_ratio_min']:.3f}"])
+    report.append(md_table(hdr, rows))
+    # ---- by downscale factor (linear), pooling all fp32 working resolutions: what a bigger photo will see
+    edges = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
+    report.append("\nBy linear downscale factor (photo side / working side), all fp32 working resolutions pooled: "
+                  "mean PSNR / worst max / mean detail ratio (n). A 24 MP photo at 1 MP is a factor 4.9.\n")
+    hdr = ["config"] + [f"{a}-{b}" for a, b in zip(edges[:-1], edges[1:])]
+    rows = []
+    for c in configs:
+        cells = []
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            ents = [e for key, table in out.items() if key.startswith("fp32") for e in table[clab(c)]["per_photo"].values()
+                    if lo <= e["factor"] < hi]
+            cells.append(f"{np.mean([e['psnr'] for e in ents]):.2f} / {max(e['max'] for e in ents)} / "
+                         f"{np.mean([e['detail_ratio'] for e in ents]):.3f} ({len(ents)})" if ents else "-")
+        rows.append([clab(c)] + cells)
+    report.append(md_table(hdr, rows))
+    print(f"configs evaluated in {time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True)
+    return out
+
+
+PROFILE_BINS = (-40, -24, -12, -6, -2, 2, 6, 12, 24, 40)  # signed distance (px) to the silhouette, + = bright side
+
+
+def silhouette_window(pixels: np.ndarray, size: int) -> tuple[int, int]:
+    """The crop with the most large-scale dark/bright step edge (gradient of the blurred luminance)."""
+    Y = pixels.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    sigma = max(2.0, math.hypot(*Y.shape) / 150)  # large-scale steps: a subject against the sky, not ripples
+    g = ndimage.gaussian_gradient_magnitude(Y, sigma)
+    sm = ndimage.uniform_filter(g, size=size // 2)
+    H, W = Y.shape
+    m = size // 2
+    sm[:m // 2, :], sm[H - m // 2:, :], sm[:, :m // 2], sm[:, W - m // 2:] = 0, 0, 0, 0
+    y, x = np.unravel_index(int(np.argmax(sm)), sm.shape)
+    return int(np.clip(y - m, 0, max(0, H - size))), int(np.clip(x - m, 0, max(0, W - size)))
+
+
+def edge_profile(inp: np.ndarray, outs: dict[str, np.ndarray]) -> dict:
+    """Mean 8-bit luminance per signed-distance bin from the strongest edges of the (crop of the) input."""
+    w = np.array([0.299, 0.587, 0.114], np.float32)
+    Y = inp.astype(np.float32) @ w
+    Yb = ndimage.gaussian_filter(Y, 1.5)
+    g = ndimage.gaussian_gradient_magnitude(Y, 1.5)
+    edges = g >= np.quantile(g, 0.97)
+    d = ndimage.distance_transform_edt(~edges)
+    bright = Yb >= ndimage.uniform_filter(Yb, 41)
+    sd = np.where(bright, d, -d)
+    lab = np.digitize(sd, PROFILE_BINS[1:-1])
+    keep = np.abs(sd) <= PROFILE_BINS[-1]
+    prof = {}
+    for k, img in {"input": inp, **outs}.items():
+        Yk = img.astype(np.float32) @ w
+        prof[k] = [float(Yk[keep & (lab == i)].mean()) if (keep & (lab == i)).any() else None
+                   for i in range(len(PROFILE_BINS) - 1)]
+    return prof
+
+
+def silhouette_panels(name, photos, per_photo, data, args, report, worst, configs) -> dict:
+    """Per worst photo: a crop on its strongest silhouette edge, every config (rows) at every working res."""
+    res = {}
+    crops_dir = args.out / "crops"
+    bins = [f"{a}..{b}" for a, b in zip(PROFILE_BINS[:-1], PROFILE_BINS[1:])]
+    report.append("\n### Silhouette crops: luminance profile across the strongest edges\n")
+    report.append("Mean 8-bit luminance by signed distance (full-res px) from the strongest 3 % input edges of the "
+                  "crop; negative = dark side, positive = bright side. Rows after `exact` are fast minus exact.\n")
+    for s in worst:
+        pixels = load_photo(next(p for p in photos if p.stem == s))
+        arr = data[s]
+        H, W = pixels.shape[:2]
+        size = min(args.crop_size, H, W)
+        y0, x0 = silhouette_window(pixels, size)
+        sl = (slice(y0, y0 + size), slice(x0, x0 + size))
+        ex = arr["out_exact"]
+        Limg = (np.clip(arr["L_exact"][sl], 0, 1) * 255 + 0.5).astype(np.uint8)
+        rows, drows, outs = [], [], {}
+        for i, c in enumerate(configs):
+            row = [("input", pixels[sl]), ("exact", ex[sl])] if i == 0 else \
+                  [("exact L", Limg), ("", np.zeros_like(pixels[sl]))] if i == 1 else \
+                  [("", np.zeros_like(pixels[sl]))] * 2
+            drow = [("", np.zeros_like(pixels[sl]))] * 2
+            for mp in args.working_mp:
+                key = f"fp32_{mp}"
+                down = per_photo[s]["fast"][key]["downscaled"]
+                o = fast_output(pixels, arr[f"L_{key}"], c) if down else arr[f"out_{key}"]
+                row.append((f"{mp} MP {clab(c)}" if down else f"{mp} MP: native size", o[sl]))
+                drow.append((f"|diff|x4 {mp} MP {clab(c)}", diff_x4(o[sl], ex[sl])))
+                outs[f"{clab(c)} @{mp}"] = o[sl]
+            rows.append(row)
+            drows.append(drow)
+        f1 = crops_dir / f"{name}_{s}_silhouette.png"
+        f2 = crops_dir / f"{name}_{s}_silhouette_diff.png"
+        grid_image(rows).save(f1)
+        grid_image(drows).save(f2)
+        prof = edge_profile(pixels[sl], {"exact": ex[sl], **outs})
+        res[s] = {"file": str(f1), "diff_file": str(f2), "y0": y0, "x0": x0, "size": size, "profile": prof}
+        report.append(f"\n`{f1.name}` (crop y={y0}, x={x0}, {size} px; diffs in `{f2.name}`)\n")
+        ex_p = prof["exact"]
+        tr = [["input"] + [f"{v:.0f}" for v in prof["input"]], ["exact"] + [f"{v:.0f}" for v in ex_p]]
+        for k, v in prof.items():
+            if k in ("input", "exact"):
+                continue
+            tr.append([k] + [f"{a - b:+.1f}" if a is not None else "-" for a, b in zip(v, ex_p)])
+        report.append(md_table(["signed distance (px)"] + bins, tr))
+    return res
+
+
+def oracle_small_L(L_exact: np.ndarray, h: int, w: int) -> torch.Tensor:
+    """Exact L brought down to working size the way `downscale` brings the photo down."""
+    small = Image.fromarray(L_exact.astype(np.float32), mode="F").resize((w, h), Image.BILINEAR, reducing_gap=2.0)
+    return torch.from_numpy(np.asarray(small, dtype=np.float32).copy())[None, None]
+
+
 def run_grid(name, photos, per_photo, data, args, report, worst) -> dict:
-    """Variants x radius x eps, fitted on the captured fp32 working-resolution L, scored against exact."""
+    """Variants x radius x eps, fitted on the captured fp32 working-resolution L, scored against exact.
+
+    Then, for each variant's best setting and the current default, the same with an *oracle* L (exact L
+    downscaled to working size): the error of the upsampler alone, without the network's change of look with scale.
+    """
     configs = [("bilinear", 0, 0.0)]
     for v in args.variants:
         if v == "bilinear":
             continue
         configs += [(v, r, e) for r in args.radii for e in args.eps_grid]
-    results = {}
+    lab = lambda c: f"{c[0]} r={c[1]} eps={c[2]:g}"  # noqa: E731
+    results, oracle, best_by_variant = {}, {}, {}
     t_start = time.perf_counter()
     for mp in args.grid_mp:
         key = f"fp32_{mp}"
         stems = [s for s in per_photo if per_photo[s]["fast"][key]["downscaled"]]
         acc = {c: [] for c in configs}
+        inputs = {}
         for s in stems:
             pixels = load_photo(next(p for p in photos if p.stem == s))
             H, W = pixels.shape[:2]
@@ -560,36 +770,54 @@ def run_grid(name, photos, per_photo, data, args, report, worst) -> dict:
             ref = torch.from_numpy(data[s]["out_exact"])
             tb = torch.from_numpy(data[s]["bands"])
             for c in configs:
-                v, r, e = c
-                L = upsample_L(v, small, Ls, img, Y, r, e)
+                L = upsample_L(c[0], small, Ls, img, Y, c[1], c[2])
                 acc[c].append(compare(quantise(img, L), ref, tb))
             del img, Y
-        table = {}
-        for c, ents in acc.items():
-            a = aggregate(ents, [], [])
-            table[f"{c[0]} r={c[1]} eps={c[2]:g}"] = a
+        table = {lab(c): aggregate(ents, [], []) for c, ents in acc.items()}
         results[key] = table
+        best = {}
+        for c in sorted(configs, key=lambda c: -table[lab(c)]["psnr_mean"]):
+            best.setdefault(c[0], c)
+        best_by_variant[key] = {v: lab(c) for v, c in best.items()}
         print(f"grid {key}: {len(stems)} photos x {len(configs)} configs, {time.perf_counter() - t_start:.0f}s so far",
               file=sys.stderr, flush=True)
-    # ---- the upsampler alone: exact L (downscaled to working size) upsampled by each variant's best setting
+        # ---- oracle: the upsampler alone
+        ocfg = list(best.values())
+        cur = ("grey", args.radius, args.eps)
+        if cur not in ocfg:
+            ocfg.append(cur)
+        oacc = {c: [] for c in ocfg}
+        for s in stems:
+            pixels = load_photo(next(p for p in photos if p.stem == s))
+            H, W = pixels.shape[:2]
+            h, w = working_size(H, W, mp)
+            small = downscale(pixels, h, w)
+            img = to_float(pixels)
+            Y = luminance(img)
+            Lo = oracle_small_L(data[s]["L_exact"], h, w)
+            ref = torch.from_numpy(data[s]["out_exact"])
+            tb = torch.from_numpy(data[s]["bands"])
+            for c in ocfg:
+                oacc[c].append(compare(quantise(img, upsample_L(c[0], small, Lo, img, Y, c[1], c[2])), ref, tb))
+            del img, Y
+        oracle[key] = {lab(c): aggregate(e, [], []) for c, e in oacc.items()}
     report.append(f"\n### Upsampling grid (model `{name}`, fp32 working-resolution L, all downscaled photos)\n")
     report.append("Variants: " + "; ".join(f"`{k}` = {VARIANTS[k][2]}" for k in ["bilinear", *args.variants] if k in VARIANTS)
                   + ". Radius in working px.\n")
-    best_by_variant = {}
+    hdr = ["config", "mean PSNR", "worst PSNR", "worst max", "mean p99.9", "worst p99.9", "band MAE 0-2/2-8/8-32/>32"]
+    fmt = lambda k, a: [k, f"{a['psnr_mean']:.2f}", f"{a['psnr_worst']:.2f}", a["max_worst"],  # noqa: E731
+                        f"{a['p999_mean']:.1f}", a["p999_worst"], "/".join(f"{b:.2f}" for b in a["band_mae_mean"])]
     for key, table in results.items():
-        rows = []
-        for label_, a in sorted(table.items(), key=lambda kv: -kv[1]["psnr_mean"]):
-            rows.append([label_, f"{a['psnr_mean']:.2f}", f"{a['psnr_worst']:.2f}", a["max_worst"],
-                         f"{a['p999_mean']:.1f}", a["p999_worst"], "/".join(f"{b:.2f}" for b in a["band_mae_mean"])])
-            v = label_.split()[0]
-            best_by_variant.setdefault(key, {})
-            if v not in best_by_variant[key]:
-                best_by_variant[key][v] = label_
-        report.append(f"\n#### working resolution {key} ({table[next(iter(table))]['n']} photos), sorted by mean PSNR\n")
-        report.append(md_table(["config", "mean PSNR", "worst PSNR", "worst max", "mean p99.9", "worst p99.9",
-                                "band MAE 0-2/2-8/8-32/>32"], rows))
+        n = table[next(iter(table))]["n"]
+        report.append(f"\n#### {key}: best setting of each variant ({n} photos)\n")
+        report.append(md_table(hdr, [fmt(k, table[k]) for k in best_by_variant[key].values()]))
+        report.append(f"\n{key}, upsampler alone (oracle: exact L downscaled to working size, then upsampled):\n")
+        report.append(md_table(hdr, [fmt(k, a) for k, a in sorted(oracle[key].items(), key=lambda kv: -kv[1]["psnr_mean"])]))
+    for key, table in results.items():
+        report.append(f"\n#### {key}: full grid, sorted by mean PSNR\n")
+        report.append(md_table(hdr, [fmt(k, a) for k, a in sorted(table.items(), key=lambda kv: -kv[1]["psnr_mean"])]))
     print(f"grid done in {time.perf_counter() - t_start:.0f}s", file=sys.stderr, flush=True)
-    return {"results": results, "best_by_variant": best_by_variant,
+    return {"results": results, "oracle": oracle, "best_by_variant": best_by_variant,
             "seconds": time.perf_counter() - t_start}
 
 
@@ -613,11 +841,14 @@ def main(argv=None):
     ap.add_argument("--crops", type=int, default=4, help="halo crops for the N worst photos")
     ap.add_argument("--crop-mp", type=float, default=0.5, help="working resolution that ranks the worst photos")
     ap.add_argument("--crop-size", type=int, default=256)
+    ap.add_argument("--configs", nargs="+", default=["grey:1:1e-4", "detail:2:1e-3", "rgb:1:1e-4", "bilinear"],
+                    help="upsampling configs VARIANT:RADIUS:EPS evaluated at every working resolution and shown in "
+                         "the silhouette crops, besides the current one (grey:--radius:--eps)")
     ap.add_argument("--no-grid", dest="grid", action="store_false")
     ap.add_argument("--grid-mp", type=float, nargs="+", default=[0.5, 1.0])
-    ap.add_argument("--radii", type=int, nargs="+", default=[2, 4, 8, 16])
+    ap.add_argument("--radii", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--eps-grid", type=float, nargs="+", default=[1e-4, 1e-3, 1e-2])
-    ap.add_argument("--variants", nargs="+", default=["grey", "rgb", "log", "logL_Y", "inv"],
+    ap.add_argument("--variants", nargs="+", default=["grey", "rgb", "log", "detail"],
                     choices=[k for k in VARIANTS if k != "bilinear"])
     args = ap.parse_args(argv)
     for mp in args.grid_mp + [args.crop_mp]:

@@ -4,7 +4,8 @@
 
 Each case runs in its own process, so its peak RSS (ru_maxrss) is its own. Cases:
 - floor: decode + encode JPEG -> JPEG, no enhancement (the I/O floor);
-- fast / exact: decode -> enhance -> encode through `backlitfix.pipeline`, JPEG -> JPEG;
+- fast / fast-1mp / fast-fp32 / exact: decode -> enhance -> encode through `backlitfix.pipeline`,
+  JPEG -> JPEG (fast at the default working resolution, at 1 MP, and in float32);
 - cli-fast: `backlitfix run` on the same file, including start-up (import torch, load the model);
 - reference-3mp: one full-resolution fp32 pass of the bare network on a 3 MP photo, as the reference
   scripts do (no tiling, no working resolution).
@@ -25,6 +26,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("BACKLITFIX_SHARED") or REPO.parent / "shared")
 SIZE_24MP = (6000, 4000)
+CASES = {  # config overrides of the pipeline cases
+    "fast": {"mode": "fast"},
+    "fast-1mp": {"mode": "fast", "fast.working_megapixels": 1.0},
+    "fast-fp32": {"mode": "fast", "precision": "fp32"},
+    "exact": {"mode": "exact"},
+}
 
 
 def make_photo(dest: Path, size: tuple[int, int]) -> Path:
@@ -81,10 +88,7 @@ def run_case(case: str, src: Path, model: str, out_dir: Path) -> dict:
         t_dec = time.perf_counter() - t
         encode(photo, dest, fmt="jpeg", quality=95, software=SOFTWARE)
         return {"seconds": time.perf_counter() - t, "decode_s": t_dec}
-    mode = {"fast": "fast", "exact": "exact", "fast-fp32": "fast"}[case]
-    overrides = {"model": model, "mode": mode, "device": "cpu"}
-    if case == "fast-fp32":
-        overrides["precision"] = "fp32"
+    overrides = {"model": model, "device": "cpu", **CASES[case]}
     cfg = load_config(None, overrides, user_config=None)
     enhancer, _ = load_enhancer(cfg)
     pipe = Pipeline(cfg, enhancer)
@@ -129,7 +133,7 @@ def main():
     with tempfile.TemporaryDirectory(dir=args.out) as tmp:
         tmp = Path(tmp)
         src = make_photo(tmp / "photo_24mp.jpg", SIZE_24MP)
-        cases = ["floor", "fast", "fast-fp32", "cli-fast", "reference-3mp"] + ([] if args.skip_exact else ["exact"])
+        cases = ["floor", "fast", "fast-1mp", "fast-fp32", "cli-fast", "reference-3mp"] + ([] if args.skip_exact else ["exact"])
         results = {}
         for case in cases:
             runs = [child(case, src, args.model, tmp) for _ in range(args.repeat)]

@@ -34,7 +34,7 @@ def test_package_defaults_load_and_are_typed():
     assert cfg.mode == "fast" and cfg.device == "auto" and cfg.precision == "auto"
     assert cfg.model is None and cfg.jobs == 0
     assert cfg.strength == 1.0 and isinstance(cfg.strength, float)
-    assert cfg.fast.guide_radius == 8 and cfg.fast.guide_eps == pytest.approx(0.001)
+    assert cfg.fast.guide_radius == 2 and cfg.fast.guide_eps == pytest.approx(0.001)
     assert cfg.exact.tile == 512
     assert cfg.input.recursive is False and cfg.input.max_pixels == 250_000_000
     assert cfg.output.dir is None and cfg.output.suffix == "" and cfg.output.format == "auto"
