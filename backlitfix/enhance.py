@@ -59,33 +59,47 @@ def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
 
 
 def to_float(block: np.ndarray, device=None) -> torch.Tensor:
-    """H x W x 3 uint8/uint16 -> (1, 3, H, W) float32 in [0, 1]."""
+    """H x W x 3 uint8/uint16 -> (1, 3, H, W) float32 in [0, 1], as a view (channels-last strides)."""
+    return to_hwc(block, device).permute(2, 0, 1)[None]
+
+
+def to_hwc(block: np.ndarray, device=None) -> torch.Tensor:
+    """H x W x 3 uint8/uint16 -> H x W x 3 float32 in [0, 1]: the layout of the file, no transpose."""
     scale = 1.0 / np.iinfo(block.dtype).max
     # np.require copies read-only arrays (Pillow's), which torch refuses to wrap silently.
-    t = torch.from_numpy(np.require(block, requirements=("C", "W"))).to(device=device)
-    return t.permute(2, 0, 1)[None].float().mul_(scale)
+    return torch.from_numpy(np.require(block, requirements=("C", "W"))).to(device=device).float().mul_(scale)
+
+
+LUMA_T = torch.tensor(LUMA)
 
 
 def luminance(x: torch.Tensor) -> torch.Tensor:
+    """Luma of (N, 3, H, W) images, as (N, 1, H, W)."""
     r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
     return r * LUMA[0] + g * LUMA[1] + b * LUMA[2]
 
 
+def luminance_hwc(img: torch.Tensor) -> torch.Tensor:
+    """Luma of an H x W x 3 image, as H x W (one matrix product: fast on the interleaved layout)."""
+    return img @ LUMA_T.to(img.device)
+
+
 def apply_gain(img: torch.Tensor, L: torch.Tensor, strength: float) -> torch.Tensor:
-    """E = clamp(I / L**strength, 0, 1): strength 0 is the original, 1 the model, in exposure stops."""
+    """E = clamp(I / L**strength, 0, 1) for an H x W x 3 image and an H x W map, in place on ``img``.
+
+    Strength 0 is the original and 1 the model, in exposure stops. L is floored so E is never NaN or inf.
+    """
     L = L.clamp(min=L_FLOOR)
     if strength != 1.0:
-        L = L.pow(strength)
-    return (img / L).clamp_(0.0, 1.0)
+        L = L.pow_(strength)
+    return img.div_(L[..., None]).clamp_(0.0, 1.0)
 
 
 def store(out: np.ndarray, rows: slice, cols: slice, E: torch.Tensor) -> None:
+    """Quantise an H x W x 3 image in [0, 1] into ``out[rows, cols]`` (round half up, like the reference)."""
     top = float(np.iinfo(out.dtype).max)
-    q = E[0].permute(1, 2, 0).mul(top).add_(0.5).floor_()  # E is in [0, 1], so q fits the type
-    if out.dtype == np.uint8:
-        out[rows, cols] = q.to("cpu", torch.uint8).numpy()
-    else:
-        out[rows, cols] = q.to("cpu", torch.int32).numpy()
+    q = E.mul_(top).add_(0.5).floor_()  # E is in [0, 1], so q fits the type
+    out[rows, cols] = q.to("cpu", torch.uint8 if out.dtype == np.uint8 else torch.int32).numpy()
 
 
 def working_size(H: int, W: int, megapixels: float) -> tuple[int, int]:
@@ -135,18 +149,37 @@ def _bilinear_axis(n_out: int, n_in: int, start: int, stop: int):
 
 def upsample_rows(m: torch.Tensor, H: int, W: int, r0: int, r1: int) -> torch.Tensor:
     """Rows [r0, r1) of ``m`` (1, 1, h, w) bilinearly upsampled to H x W: one strip, no full-size map."""
-    h, w = m.shape[-2:]
-    y0, y1, wy = _bilinear_axis(H, h, r0, r1)
-    x0, x1, wx = _bilinear_axis(W, w, 0, W)
-    rows = torch.lerp(m[..., y0, :], m[..., y1, :], wy[:, None])
-    return torch.lerp(rows[..., x0], rows[..., x1], wx)
+    return ColumnUpsampled(m, W).rows(H, r0, r1)
+
+
+class ColumnUpsampled:
+    """A small map already upsampled along columns (h x W), so each strip needs only a row blend."""
+
+    def __init__(self, m: torch.Tensor, W: int):
+        x0, x1, wx = _bilinear_axis(W, m.shape[-1], 0, W)
+        m = m[0, 0]
+        self.m = torch.lerp(m[:, x0.to(m.device)], m[:, x1.to(m.device)], wx.to(m.device))
+
+    def rows(self, H: int, r0: int, r1: int) -> torch.Tensor:
+        y0, y1, wy = (t.to(self.m.device) for t in _bilinear_axis(H, self.m.shape[0], r0, r1))
+        return torch.lerp(self.m[y0], self.m[y1], wy[:, None])
 
 
 def guided_upsample(L: torch.Tensor, Ys: torch.Tensor, a: torch.Tensor, Y: torch.Tensor, H: int, W: int,
                     r0: int, r1: int) -> torch.Tensor:
-    """Rows [r0, r1) of full-resolution L: up(L) + up(a) * (Y - up(Ys)), Y being those rows' luminance."""
-    detail = Y - upsample_rows(Ys, H, W, r0, r1)  # what downscaling removed
-    return upsample_rows(L, H, W, r0, r1) + upsample_rows(a, H, W, r0, r1) * detail
+    """Rows [r0, r1) of full-resolution L: up(L) + up(a) * (Y - up(Ys)), Y being those rows' luminance (H x W)."""
+    return GuidedUpsampler(L, Ys, a, W).rows(Y, H, r0, r1)
+
+
+class GuidedUpsampler:
+    """L = up(L_s) + up(a) * (Y - up(Y_s)), evaluated strip by strip at full resolution."""
+
+    def __init__(self, L: torch.Tensor, Ys: torch.Tensor, a: torch.Tensor, W: int):
+        self.L, self.Ys, self.a = (ColumnUpsampled(m, W) for m in (L, Ys, a))
+
+    def rows(self, Y: torch.Tensor, H: int, r0: int, r1: int) -> torch.Tensor:
+        detail = Y.sub_(self.Ys.rows(H, r0, r1))  # what downscaling removed (Y is consumed)
+        return detail.mul_(self.a.rows(H, r0, r1)).add_(self.L.rows(H, r0, r1))
 
 
 @dataclass
@@ -201,24 +234,24 @@ class Enhancer:
         get = lambda y0, y1, x0, x1: to_float(pixels[y0:y1, x0:x1], dev)
         for (y0, y1, x0, x1), L in exact_L(net, get, *pixels.shape[:2], tile=self.tile):
             rows, cols = slice(y0, y1), slice(x0, x1)
-            store(out, rows, cols, apply_gain(get(y0, y1, x0, x1), L, strength))
+            store(out, rows, cols, apply_gain(to_hwc(pixels[rows, cols], dev), L[0, 0], strength))
 
     def _fast(self, pixels, strength, out):
         H, W = pixels.shape[:2]
         h, w = working_size(H, W, self.working_megapixels)
-        small = downscale(pixels, h, w) if (h, w) != (H, W) else to_float(pixels)
-        L = self.illumination(small)
+        step = H if self.device.type != "cpu" else STRIP_ROWS  # a GPU takes the photo in one go
         if (h, w) == (H, W):  # the photo is no larger than the working size: one pass is exact already
-            for r0 in range(0, H, STRIP_ROWS):
-                rows = slice(r0, min(H, r0 + STRIP_ROWS))
-                store(out, rows, slice(None), apply_gain(to_float(pixels[rows], self.device), L[..., rows, :], strength))
+            L = self.illumination(to_float(pixels))[0, 0]
+            for r0 in range(0, H, step):
+                rows = slice(r0, min(H, r0 + step))
+                store(out, rows, slice(None), apply_gain(to_hwc(pixels[rows], self.device), L[rows], strength))
             return
-        small = small.to(self.device)
+        small = downscale(pixels, h, w).to(self.device)
+        L = self.illumination(small)
         Ys = luminance(small)
         a, _ = guided_coefficients(Ys, L, self.guide_radius, self.guide_eps)  # local slope dL/dY
-        step = H if self.device.type != "cpu" else STRIP_ROWS  # a GPU takes the photo in one go
+        up = GuidedUpsampler(L, Ys, a, W)
         for r0 in range(0, H, step):
             r1 = min(H, r0 + step)
-            img = to_float(pixels[r0:r1], self.device)
-            Lf = guided_upsample(L, Ys, a, luminance(img), H, W, r0, r1)
-            store(out, slice(r0, r1), slice(None), apply_gain(img, Lf, strength))
+            img = to_hwc(pixels[r0:r1], self.device)
+            store(out, slice(r0, r1), slice(None), apply_gain(img, up.rows(luminance_hwc(img), H, r0, r1), strength))
