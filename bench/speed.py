@@ -88,7 +88,7 @@ def run_case(case: str, src: Path, model: str, out_dir: Path) -> dict:
         t_dec = time.perf_counter() - t
         encode(photo, dest, fmt="jpeg", quality=95, software=SOFTWARE)
         return {"seconds": time.perf_counter() - t, "decode_s": t_dec}
-    overrides = {"model": model, "device": "cpu", **CASES[case]}
+    overrides = {"model": model, "device": os.environ.get("BENCH_DEVICE", "cpu"), **CASES[case]}
     cfg = load_config(None, overrides, user_config=None)
     enhancer, _ = load_enhancer(cfg)
     pipe = Pipeline(cfg, enhancer)
@@ -106,7 +106,7 @@ def run_case(case: str, src: Path, model: str, out_dir: Path) -> dict:
 def child(case: str, src: Path, model: str, out_dir: Path) -> dict:
     if case == "cli-fast":
         t = time.perf_counter()
-        cmd = [sys.executable, "-m", "backlitfix.cli", "run", "--model", model, "--device", "cpu",
+        cmd = [sys.executable, "-m", "backlitfix.cli", "run", "--model", model, "--device", os.environ.get("BENCH_DEVICE", "cpu"),
                "-o", str(out_dir / "cli"), "--overwrite", "--", str(src)]
         subprocess.run(cmd, check=True, capture_output=True)
         wall = time.perf_counter() - t
@@ -127,7 +127,9 @@ def main():
     ap.add_argument("--skip-exact", action="store_true", help="exact 24 MP on 2 CPU cores takes minutes")
     ap.add_argument("--repeat", type=int, default=1, help="runs per case; the best time is kept")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | mps: where the pipeline cases run the network")
     args = ap.parse_args()
+    os.environ["BENCH_DEVICE"] = args.device  # the child processes read it
 
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.out) as tmp:
