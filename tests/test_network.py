@@ -72,7 +72,7 @@ def test_official_checkpoint_matches_reference_single_pass(ckpt):
         check_against_golden(L, x, g["results"][name][ckpt], np.array(meta["coords"]))
 
 
-@pytest.mark.parametrize("ckpt,tile", [("rave_unpaired", 256), ("clip_lit_original", 97), ("rave_paired", 300)])
+@pytest.mark.parametrize("ckpt,tile", [("rave_unpaired", 256), ("clip_lit_original", 150), ("rave_paired", 300)])
 def test_exact_tiling_matches_reference(ckpt, tile):
     """Tiles smaller than every golden input, some not dividing it, meet the single-pass tolerances."""
     g = golden()
