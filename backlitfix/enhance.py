@@ -162,7 +162,7 @@ class ColumnUpsampled:
 
     def rows(self, H: int, r0: int, r1: int) -> torch.Tensor:
         y0, y1, wy = (t.to(self.m.device) for t in _bilinear_axis(H, self.m.shape[0], r0, r1))
-        return torch.lerp(self.m[y0], self.m[y1], wy[:, None])
+        return self.m.index_select(0, y0).lerp_(self.m.index_select(0, y1), wy[:, None])
 
 
 def guided_upsample(L: torch.Tensor, Ys: torch.Tensor, a: torch.Tensor, Y: torch.Tensor, H: int, W: int,
