@@ -276,6 +276,8 @@ def test_sigterm_finishes_the_photo_in_hand_then_exits_cleanly(tmp_path, inbox, 
     w.wait(lambda: len(outputs(out)) >= 1, 120, "the first output")
     log = w.stop(signal.SIGTERM)
     assert "SIGTERM: finishing the photo in hand" in log
+    for line in log.splitlines():  # the log is ours, one line per event: nothing else leaks into it
+        assert line.startswith(("backlitfix: ", "done: ", "error: ", "warning: ")), line
     assert temp_files(out) == []
     written = outputs(out)
     for name in written:
@@ -357,6 +359,22 @@ def test_renamed_and_moved_in_files_are_picked_up_and_the_output_inside_is_not(t
     assert outputs(out) == expected
     assert sorted(done_lines(log)) == sorted(str(inbox / e) for e in expected)
     assert not [p for p in rows(out / JOURNAL) if p.startswith(str(out))]
+
+
+def test_a_watched_folder_that_goes_away_and_comes_back_is_watched_again(tmp_path, inbox, watcher):
+    out = tmp_path / "out"
+    tiny = tiny_jpegs(2)
+    w = watcher(inbox, "-o", str(out), "--quiet-seconds", "0.3")
+    w.wait_ready()
+    inbox.rename(tmp_path / "away")  # an unmounted share, a removed card
+    w.wait(lambda: "the watched folder is gone" in w.log(), 10, "the daemon to notice")
+    inbox.mkdir()  # a new folder at the same path: the old watch is dead
+    w.wait(lambda: "is back: watching it again" in w.log(), 10, "the daemon to watch again")
+    (inbox / "new.jpg").write_bytes(tiny[0])
+    w.wait(lambda: (out / "new.jpg").exists(), 30, "the output of a file in the new folder")
+    log = w.stop()
+    assert done_lines(log) == [str(inbox / "new.jpg")]
+    assert log.count("error: ") == 1
 
 
 # ---- --once, restarts and changes ------------------------------------------------------------------------
@@ -442,3 +460,15 @@ def test_restart_repeats_nothing_and_a_changed_file_is_processed_again(tmp_path,
     assert decodes(out / "y.jpg") == decodes(photo(SMALL[2]))
     journal = rows(out / JOURNAL)
     assert journal[str(inbox / "x.jpg")]["attempts"] == 1 and journal[str(inbox / "y.jpg")]["attempts"] == 2
+
+    # Killed after x's output was renamed into place but before "done" was recorded: x is redone.
+    db = sqlite3.connect(out / JOURNAL)
+    with db:
+        db.execute("UPDATE files SET state = 'processing' WHERE path = ?", (str(inbox / "x.jpg"),))
+    db.close()
+    r = once(inbox, *args, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "1 photo(s) interrupted last time will be processed again" in r.stderr
+    assert done_lines(r.stderr) == [str(inbox / "x.jpg")]
+    assert outputs(out) == ["x.jpg", "y.jpg"]
+    assert rows(out / JOURNAL)[str(inbox / "x.jpg")]["state"] == "done"

@@ -41,6 +41,14 @@ TERMINAL = ("done", "failed")
 KEPT_EXISTING = "output exists (not overwritten)"
 
 
+def _identity(path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if os.path.isdir(path) else None
+
+
 class Log:
     """One line per event on stderr (or ``stream``): ``error: PATH: reason`` for failures."""
 
@@ -194,7 +202,9 @@ class Daemon:
     def departed(self, path: str, is_dir: bool = False) -> None:
         """``path`` was deleted or moved away."""
         if is_dir:
-            return  # its files' own events (or the next rescan) tell the rest
+            self.tracker.forget_under(path)
+            self.journal.forget_pending_under(path)
+            return
         if os.path.splitext(path)[1].lower() not in IMAGE_EXTENSIONS:
             return
         self.tracker.forget(path)
@@ -436,7 +446,12 @@ class Daemon:
                 on_ready(len(found))
             rescan_every = self.cfg.watch.rescan_seconds
             next_rescan = time.monotonic() + rescan_every if rescan_every and not self.once else None
+            folder_id = _identity(self.in_dir)
+            next_check = time.monotonic() + 1.0
             while not self.stopping.is_set():
+                if not self.once and time.monotonic() >= next_check:
+                    folder_id = self._check_folder(folder_id)
+                    next_check = time.monotonic() + 1.0
                 for path, _sig in self.tracker.pop_ready():
                     self._ready(path)
                 if self.once and self._finished():
@@ -464,6 +479,28 @@ class Daemon:
             with self._lock:
                 return 1 if "failed" in self._outcomes.values() else 0
         return 0
+
+    def _check_folder(self, known):
+        """The watched folder can go away (an unmounted share, a removed card) and come back, maybe
+        as a new folder at the same path: then events stop, so watch it afresh and rescan."""
+        now = _identity(self.in_dir)
+        if now == known:
+            return known
+        if now is None:
+            self.log.error(self.in_dir, "the watched folder is gone; waiting for it to come back")
+        else:
+            if self._observer is not None:
+                self._observer.stop()
+                self._observer.join()
+                self._observer = None
+            try:
+                self._start_observer()
+            except OSError as e:
+                self.log.error(self.in_dir, f"cannot watch the folder: {e.strerror or e}")
+                return known  # try again at the next check
+            self.log.note(f"{self.in_dir} is back: watching it again")
+            self.rescan()
+        return now
 
     def _ready(self, path: str) -> None:
         sig = signature(path)

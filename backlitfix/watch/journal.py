@@ -233,6 +233,13 @@ class Journal:
         with self._tx() as db:
             db.execute("DELETE FROM files WHERE path = ? AND state = 'pending' AND hash IS NULL", (path,))
 
+    def forget_pending_under(self, folder: str) -> None:
+        """A folder went away: forget the never-processed files that were in it."""
+        prefix = folder.rstrip(os.sep) + os.sep
+        with self._tx() as db:
+            db.execute("DELETE FROM files WHERE state = 'pending' AND hash IS NULL AND substr(path, 1, ?) = ?",
+                       (len(prefix), prefix))
+
     def forget_vanished(self) -> int:
         """Drop pending/processing rows whose input no longer exists (at start-up)."""
         with self._lock:

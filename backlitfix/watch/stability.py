@@ -67,6 +67,12 @@ class StabilityTracker:
         with self._lock:
             self._files.pop(path, None)
 
+    def forget_under(self, folder: str) -> None:
+        prefix = folder.rstrip(os.sep) + os.sep
+        with self._lock:
+            for path in [p for p in self._files if p.startswith(prefix)]:
+                del self._files[path]
+
     def next_due(self) -> float | None:
         """Clock time at which the next candidate may be ready, or None when nothing waits."""
         with self._lock:
