@@ -13,60 +13,14 @@ import click
 
 from . import __version__
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-def _fail_usage(msg: str):
-    click.echo(f"backlitfix: error: {msg}", err=True)
-    sys.exit(EXIT_USAGE)
+from .cli_options import EXIT_FAILED, EXIT_OK, fail_usage, load_cli_config, photo_options
+from .watch.command import watch
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="backlitfix")
 def main():
     """Fix backlit photos: brighten the dark subject, keep the bright background."""
-
-
-def photo_options(f):
-    """The options `run` and `watch` share: where outputs go and how photos are corrected."""
-    opts = [
-        click.option("-r/-R", "--recursive/--no-recursive", default=None, help="Descend into sub-folders."),
-        click.option("-o", "--output", type=click.Path(path_type=Path), help="Output folder [default: a backlitfix/ folder beside the inputs]."),
-        click.option("--suffix", help="Text added to each output file name, e.g. _fixed."),
-        click.option("--format", "fmt", type=click.Choice(["auto", "jpeg", "tiff", "png"]), help="Output format [default: auto = like the input; RAW -> 16-bit TIFF]."),
-        click.option("--quality", type=int, help="JPEG quality 1-100 [default: 95]."),
-        click.option("--skip-existing/--overwrite", "skip_existing", default=None, help="Skip outputs that exist (default), or replace them. Inputs are never written."),
-        click.option("-j", "--jobs", type=int, help="Parallel decode/encode workers [default: one per core]."),
-        click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), help="Where the network runs."),
-        click.option("--model", help="Model name or checkpoint path [default: the embedded model]."),
-        click.option("--strength", type=float, help="0 = original, 1 = the model's correction (up to 2)."),
-        click.option("--mode", type=click.Choice(["fast", "exact"]), help="fast: estimate at working resolution; exact: full-resolution tiles."),
-        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="Network precision in fast mode."),
-        click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), help="A config file layered over the defaults and the user config."),
-    ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
-
-
-def load_cli_config(opts: dict):
-    """Config from the layers plus the flags in ``opts`` (photo_options' values); exits 2 on a bad one."""
-    from .config import ConfigError, load_config
-
-    skip = opts.get("skip_existing")
-    overrides = {
-        "input.recursive": opts.get("recursive"),
-        "output.dir": opts.get("output"),
-        "output.suffix": opts.get("suffix"),
-        "output.format": opts.get("fmt"),
-        "output.jpeg_quality": opts.get("quality"),
-        "output.overwrite": None if skip is None else not skip,
-        **{k: opts.get(k) for k in ("jobs", "device", "model", "strength", "mode", "precision")},
-    }
-    try:
-        return load_config(opts.get("config_file"), overrides)
-    except ConfigError as e:
-        _fail_usage(str(e))
 
 
 @main.command()
@@ -99,7 +53,7 @@ def run(paths, dry_run, as_json, **opts):
         elif work.jobs:
             enhancer, info = load_enhancer(cfg)
     except (CheckpointError, ValueError) as e:
-        _fail_usage(str(e))
+        fail_usage(str(e))
 
     show_progress = sys.stderr.isatty() and not dry_run and len(work.jobs) > 0
     bar = None
@@ -170,16 +124,7 @@ def models_cmd(as_json):
         click.echo(f"{r['name']:<24} {r['kind']:<9} {r.get('method', 'unreadable'):<16} {r['path']}")
 
 
-def _register_watch():
-    """`backlitfix watch` lives in backlitfix/watch/; registered here so `--help` lists it."""
-    try:
-        from .watch.command import watch
-    except ImportError:  # the daemon is being built; run works without it
-        return
-    main.add_command(watch)
-
-
-_register_watch()
+main.add_command(watch)
 
 if __name__ == "__main__":
     main()

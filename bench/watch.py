@@ -283,10 +283,11 @@ def main():
         (f"burst: backlitfix run ({thr['files']} photos, {thr['megapixels']:.0f} MP)",
          f"{thr['run_photos_per_s']:.2f} photos/s"),
         ("burst: backlitfix watch (quiet period excluded)", f"{thr['watch_photos_per_s']:.2f} photos/s"),
-        ("burst: watch / run", f"{thr['ratio']:.2f}x (incl. the quiet period: {thr['ratio_incl_quiet']:.2f}x)"),
+        (f"burst: watch / run (median of {args.repeat})",
+         f"{thr['ratio']:.2f}x (incl. the quiet period: {thr['ratio_incl_quiet']:.2f}x)"),
         (f"memory: {rss['files']} files (64x48) in {rss['seconds']:.0f} s",
-         f"RSS idle {rss['rss_idle_mb']:.0f} MB, after 100 {rss['rss_after_100_mb']:.0f} MB, "
-         f"end {rss['rss_end_mb']:.0f} MB"),
+         (f"RSS idle {rss['rss_idle_mb']:.0f} MB, after 100 {rss['rss_after_100_mb']:.0f} MB, "
+          f"end {rss['rss_end_mb']:.0f} MB")),
         ("memory: peak RSS / slope", f"{rss['peak_rss_mb']:.0f} MB / {rss['slope_mb_per_1000_files']:+.1f} MB per 1000 files"),
     ]
     width = max(len(r[0]) for r in rows)

@@ -6,12 +6,17 @@ import plistlib
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from backlitfix.watch.journal import Journal, JournalLock, file_hash, journal_path, state_dir
+from backlitfix.watch.journal import (
+    Journal,
+    JournalLock,
+    file_hash,
+    journal_path,
+    state_dir,
+)
 from backlitfix.watch.scope import Scope, is_partial_name
 from backlitfix.watch.stability import StabilityTracker, signature
 from backlitfix.watch.tempfiles import remove_stale_temps, temp_destination
@@ -166,7 +171,7 @@ def test_journal_survives_kill_9_in_the_middle_of_a_transaction(tmp_path):
         "for i in range(300): j._db.execute(\"UPDATE files SET state='failed' WHERE path=?\", (f'/in/{i}.jpg',))\n"
         "os.kill(os.getpid(), 9)\n"
     )
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False)
     assert p.returncode == -9
     j = Journal(db)
     assert j.integrity_ok()

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import click
 
-from ..cli import EXIT_OK, EXIT_USAGE, load_cli_config, photo_options
 from ..discover import DEFAULT_OUTPUT_DIRNAME
+
+
+from ..cli_options import EXIT_OK, EXIT_USAGE, load_cli_config, photo_options
 
 
 def _usage(msg: str):
@@ -45,7 +47,9 @@ def watch(in_dir, polling, once, show_status, as_json, quiet_seconds, journal_se
 
     Outputs go where `backlitfix run IN_DIR` puts them. A journal (SQLite) remembers what was
     done, so after a restart nothing is processed twice and nothing is missed. Stop with Ctrl-C
-    or SIGTERM: the photo in hand is finished first. Errors are logged as `error: PATH: reason`.
+    or SIGTERM: the photo in hand is finished first (a second Ctrl-C stops at once). Errors are
+    logged as `error: PATH: reason`. With --once: exit 0 if every photo succeeded, 1 if some
+    failed, 2 on a usage error.
     """
     from .journal import Journal, JournalError, JournalLock, journal_path
 
@@ -120,7 +124,7 @@ def watch(in_dir, polling, once, show_status, as_json, quiet_seconds, journal_se
             if len(signals_seen) > 1:  # a second Ctrl-C: stop now (outputs are atomic; the journal redoes it)
                 os._exit(128 + signum)
             log.note(f"{signal.Signals(signum).name}: finishing the photo in hand, then stopping")
-            daemon.request_stop(signum)
+            daemon.request_stop()
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
@@ -144,7 +148,7 @@ def watch(in_dir, polling, once, show_status, as_json, quiet_seconds, journal_se
         c = daemon.counts
         totals = journal.counts()
         log.note(
-            f"{'done' if once and code != 130 else 'stopped'}: {c.done} done, {c.skipped} kept existing, "
+            f"{'finished' if once and code != 130 else 'stopped'}: {c.done} done, {c.skipped} kept existing, "
             f"{c.failed} failed in {time.perf_counter() - t0:.1f} s; journal: {totals['done']} done, "
             f"{totals['failed']} failed, {totals['pending'] + totals['processing']} pending")
     finally:

@@ -174,14 +174,11 @@ class Daemon:
         self.tracker = StabilityTracker(cfg.watch.quiet_seconds)
         self.ready = ReadyQueue()
         self.stopping = threading.Event()  # stop requested: finish the current photos, then exit
-        self.stop_signal: int | None = None
         self.counts = Counts()
         self.workers = cfg.jobs or default_workers()
         self.max_batch = max(8, 8 * self.workers)
         self.pipeline = _WatchPipeline(cfg, enhancer, self.stopping)
         self._kick = threading.Event()  # wakes the main loop: a new candidate, or stop
-        self._idle = threading.Event()  # the worker has nothing in hand
-        self._idle.set()
         self._targets: set[str] | None = None  # --once: the paths found at start
         self._outcomes: dict[str, str] = {}  # --once: path -> done | failed | gone
         self._lock = threading.Lock()
@@ -251,7 +248,6 @@ class Daemon:
             paths = self.ready.take(self.max_batch)
             if not paths:
                 return
-            self._idle.clear()
             try:
                 self._process(paths)
             except Exception as e:  # a bug here must not silently stop the daemon
@@ -260,7 +256,6 @@ class Daemon:
                     if entry is not None and entry.state == "processing":
                         self._record_failure(p, None, None, f"unexpected error: {type(e).__name__}: {e}")
             finally:
-                self._idle.set()
                 self._kick.set()
 
     def _process(self, paths: list[str]) -> None:
@@ -300,6 +295,7 @@ class Daemon:
             return None
         if signature(path) != sig:  # written to while we read it: not complete after all
             self.tracker.touch(path)
+            self._kick.set()
             return None
         if entry is not None and entry.state in TERMINAL and entry.hash == digest:
             self.journal.same_content(path, *sig)  # touched, or copied again: same bytes, same outcome
@@ -383,15 +379,23 @@ class Daemon:
 
     # ---- running -------------------------------------------------------------------------------
 
-    def request_stop(self, signum: int | None = None) -> None:
+    def request_stop(self) -> None:
         """Finish the photos in hand, then return from :meth:`run` (safe from a signal handler)."""
-        if self.stop_signal is None:
-            self.stop_signal = signum
         self.stopping.set()
         self._kick.set()
 
     def _start_observer(self) -> None:
-        from watchdog.events import FileSystemEventHandler
+        from watchdog.events import (
+            DirCreatedEvent,
+            DirDeletedEvent,
+            DirMovedEvent,
+            FileClosedEvent,
+            FileCreatedEvent,
+            FileDeletedEvent,
+            FileModifiedEvent,
+            FileMovedEvent,
+            FileSystemEventHandler,
+        )
 
         # watchdog warns on stderr about events that arrive while it stops; they are not ours to log
         logging.getLogger("watchdog").setLevel(logging.ERROR)
@@ -424,7 +428,13 @@ class Daemon:
             def on_deleted(self, event):
                 daemon.departed(os.fsdecode(event.src_path), event.is_directory)
 
-        observer.schedule(Handler(), str(self.in_dir), recursive=self.cfg.input.recursive)
+        # Only these: our own reads (opens, closes without writing) must not wake the daemon.
+        wanted = [FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileMovedEvent, FileDeletedEvent,
+                  DirCreatedEvent, DirMovedEvent, DirDeletedEvent]
+        try:
+            observer.schedule(Handler(), str(self.in_dir), recursive=self.cfg.input.recursive, event_filter=wanted)
+        except TypeError:  # watchdog < 4 has no event_filter
+            observer.schedule(Handler(), str(self.in_dir), recursive=self.cfg.input.recursive)
         observer.start()  # raises OSError, e.g. when the inotify watch limit is reached
         self._observer = observer
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ def signature(path: str) -> Signature | None:
         st = os.stat(path)
     except OSError:
         return None
-    if not (st.st_mode & 0o170000 == 0o100000):
+    if not stat.S_ISREG(st.st_mode):
         return None
     return st.st_size, st.st_mtime_ns
 
