@@ -56,6 +56,8 @@ from backlitfix.enhance import (  # noqa: E402
 )
 from backlitfix.model.checkpoint import load_model  # noqa: E402
 
+SHIPPED_VARIANT = "detail"  # the upsampler backlitfix.enhance uses; the bench checks it reproduces Enhancer
+
 SHARED = Path(os.environ["BACKLITFIX_SHARED"]) if os.environ.get("BACKLITFIX_SHARED") else REPO.parent / "shared"
 BANDS = ((0, 2), (2, 8), (8, 32), (32, math.inf))  # full-resolution px from the strong edges of exact L
 EDGE_TOP = 0.005  # strong edges: the top 0.5 % of |grad L_exact|
@@ -294,8 +296,8 @@ def upsample_L(variant: str, small, L_small, img, Y, r: int, eps: float) -> torc
 
 def quantise(img, L) -> torch.Tensor:
     """What Enhancer stores: floor(clamp(I / max(L, 1e-3), 0, 1) * 255 + 0.5) as uint8, H x W x 3."""
-    E = apply_gain(img, L, 1.0)
-    return E[0].permute(1, 2, 0).mul(255.0).add_(0.5).floor_().to(torch.uint8)
+    E = apply_gain(img[0].permute(1, 2, 0).clone(), L[0, 0], 1.0)  # H x W x 3; apply_gain works in place
+    return E.mul_(255.0).add_(0.5).floor_().to(torch.uint8)
 
 
 # ------------------------------------------------------------------------------------------- pictures
@@ -512,7 +514,7 @@ def bench_model(model_path: Path, photos: list[Path], args, report: list[str]) -
             h, w = working_size(H, W, mp)
             small = downscale(pixels, h, w)
             img = to_float(pixels)
-            L = upsample_L("grey", small, torch.from_numpy(data[s][f"L_fp32_{mp}"])[None, None], img, luminance(img),
+            L = upsample_L(SHIPPED_VARIANT, small, torch.from_numpy(data[s][f"L_fp32_{mp}"])[None, None], img, luminance(img),
                            args.radius, args.eps)
             q = quantise(img, L).numpy()
             d = np.abs(q.astype(np.int16) - data[s][f"out_fp32_{mp}"])
@@ -556,8 +558,8 @@ def bench_model(model_path: Path, photos: list[Path], args, report: list[str]) -
     report.append(f"\nCrops (worst {len(worst)} at {args.crop_mp} MP by PSNR): "
                   + ", ".join(f"`{Path(v['file']).name}` at y={v['y0']}, x={v['x0']}" for v in result["crops"].values()))
 
-    configs = [("grey", args.radius, args.eps)] + [c for c in map(parse_config, args.configs)
-                                                    if c != ("grey", args.radius, args.eps)]
+    shipped = (SHIPPED_VARIANT, args.radius, args.eps)
+    configs = [shipped] + [c for c in map(parse_config, args.configs) if c != shipped]
     result["configs"] = eval_configs(name, photos, per_photo, data, args, report, configs)
     result["silhouettes"] = silhouette_panels(name, photos, per_photo, data, args, report, worst, configs)
     if args.grid:
@@ -758,17 +760,18 @@ def run_grid(name, photos, per_photo, data, args, report, worst) -> dict:
         key = f"fp32_{mp}"
         stems = [s for s in per_photo if per_photo[s]["fast"][key]["downscaled"]]
         acc = {c: [] for c in configs}
-        inputs = {}
-        for s in stems:
+
+        def inputs(s, mp=mp):
+            """Working-size and full-size images of photo ``s``, and its exact result and edge bands."""
             pixels = load_photo(next(p for p in photos if p.stem == s))
-            H, W = pixels.shape[:2]
-            h, w = working_size(H, W, mp)
-            small = downscale(pixels, h, w)
+            h, w = working_size(*pixels.shape[:2], mp)
             img = to_float(pixels)
-            Y = luminance(img)
+            ref, tb = torch.from_numpy(data[s]["out_exact"]), torch.from_numpy(data[s]["bands"])
+            return h, w, downscale(pixels, h, w), img, luminance(img), ref, tb
+
+        for s in stems:
+            h, w, small, img, Y, ref, tb = inputs(s)
             Ls = torch.from_numpy(data[s][f"L_{key}"])[None, None]
-            ref = torch.from_numpy(data[s]["out_exact"])
-            tb = torch.from_numpy(data[s]["bands"])
             for c in configs:
                 L = upsample_L(c[0], small, Ls, img, Y, c[1], c[2])
                 acc[c].append(compare(quantise(img, L), ref, tb))
@@ -783,20 +786,13 @@ def run_grid(name, photos, per_photo, data, args, report, worst) -> dict:
               file=sys.stderr, flush=True)
         # ---- oracle: the upsampler alone
         ocfg = list(best.values())
-        cur = ("grey", args.radius, args.eps)
+        cur = (SHIPPED_VARIANT, args.radius, args.eps)
         if cur not in ocfg:
             ocfg.append(cur)
         oacc = {c: [] for c in ocfg}
         for s in stems:
-            pixels = load_photo(next(p for p in photos if p.stem == s))
-            H, W = pixels.shape[:2]
-            h, w = working_size(H, W, mp)
-            small = downscale(pixels, h, w)
-            img = to_float(pixels)
-            Y = luminance(img)
+            h, w, small, img, Y, ref, tb = inputs(s)
             Lo = oracle_small_L(data[s]["L_exact"], h, w)
-            ref = torch.from_numpy(data[s]["out_exact"])
-            tb = torch.from_numpy(data[s]["bands"])
             for c in ocfg:
                 oacc[c].append(compare(quantise(img, upsample_L(c[0], small, Lo, img, Y, c[1], c[2])), ref, tb))
             del img, Y
@@ -832,7 +828,7 @@ def main(argv=None):
     ap.add_argument("--working-mp", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0])
     ap.add_argument("--bf16-mp", type=float, nargs="*", default=[0.5, 1.0],
                     help="working resolutions also run in bfloat16 (precision effect)")
-    ap.add_argument("--radius", type=int, default=8, help="guide_radius of the Enhancer runs")
+    ap.add_argument("--radius", type=int, default=2, help="guide_radius of the Enhancer runs")
     ap.add_argument("--eps", type=float, default=1e-3, help="guide_eps of the Enhancer runs")
     ap.add_argument("--tile", type=int, default=512)
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out")
