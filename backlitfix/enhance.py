@@ -147,11 +147,6 @@ def _bilinear_axis(n_out: int, n_in: int, start: int, stop: int):
     return i0, i1, pos - i0
 
 
-def upsample_rows(m: torch.Tensor, H: int, W: int, r0: int, r1: int) -> torch.Tensor:
-    """Rows [r0, r1) of ``m`` (1, 1, h, w) bilinearly upsampled to H x W: one strip, no full-size map."""
-    return ColumnUpsampled(m, W).rows(H, r0, r1)
-
-
 class ColumnUpsampled:
     """A small map already upsampled along columns (h x W), so each strip needs only a row blend."""
 
@@ -163,12 +158,6 @@ class ColumnUpsampled:
     def rows(self, H: int, r0: int, r1: int) -> torch.Tensor:
         y0, y1, wy = (t.to(self.m.device) for t in _bilinear_axis(H, self.m.shape[0], r0, r1))
         return self.m.index_select(0, y0).lerp_(self.m.index_select(0, y1), wy[:, None])
-
-
-def guided_upsample(L: torch.Tensor, Ys: torch.Tensor, a: torch.Tensor, Y: torch.Tensor, H: int, W: int,
-                    r0: int, r1: int) -> torch.Tensor:
-    """Rows [r0, r1) of full-resolution L: up(L) + up(a) * (Y - up(Ys)), Y being those rows' luminance (H x W)."""
-    return GuidedUpsampler(L, Ys, a, W).rows(Y, H, r0, r1)
 
 
 class GuidedUpsampler:

@@ -8,7 +8,9 @@ import torch
 from PIL import Image
 
 from backlitfix.discover import Job
-from backlitfix.enhance import Enhancer, apply_gain, guided_coefficients, guided_upsample, upsample_rows, working_size
+from backlitfix.enhance import (
+    ColumnUpsampled, Enhancer, GuidedUpsampler, apply_gain, guided_coefficients, working_size,
+)
 from backlitfix.model.checkpoint import load_model
 from backlitfix.model.network import EnhanceNet, form_image
 from backlitfix.photo import Metadata, Photo, PhotoError
@@ -110,17 +112,17 @@ def test_guided_upsampling_follows_a_sharp_edge():
     Ys = torch.nn.functional.interpolate(Y, size=(h, w), mode="area")
     L_small = 0.3 + 0.6 * Ys
     a, _ = guided_coefficients(Ys, L_small, 2, 1e-3)
-    L = guided_upsample(L_small, Ys, a, Y[0, 0].clone(), H, W, 0, H)
+    L = GuidedUpsampler(L_small, Ys, a, W).rows(Y[0, 0].clone(), H, 0, H)
     truth = (0.3 + 0.6 * Y)[0, 0]
     assert (L - truth).abs().max() < 0.05
     naive = torch.nn.functional.interpolate(L_small, size=(H, W), mode="bilinear")
     assert (naive[0, 0] - truth).abs().max() > 0.25  # plain bilinear smears the edge: the guide matters
 
 
-def test_upsample_rows_equals_bilinear_interpolation():
+def test_strip_upsampling_equals_bilinear_interpolation():
     m = torch.rand(1, 1, 7, 9)
     ref = torch.nn.functional.interpolate(m, size=(30, 41), mode="bilinear", align_corners=False)
-    strip = upsample_rows(m, 30, 41, 10, 20)
+    strip = ColumnUpsampled(m, 41).rows(30, 10, 20)
     assert torch.allclose(strip, ref[0, 0, 10:20, :], atol=1e-6)
 
 
