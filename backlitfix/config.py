@@ -32,6 +32,8 @@ __all__ = [
     "InputConfig",
     "OutputConfig",
     "WatchConfig",
+    "TrainingConfig",
+    "EvalConfig",
     "config_keys",
     "load_config",
     "user_config_path",
@@ -109,6 +111,33 @@ class WatchConfig:
 
 
 @dataclass(frozen=True)
+class TrainingConfig:
+    clip_model: str = _opt(allowed="an open_clip architecture name, e.g. ViT-B-32", check=_check_nonempty)
+    clip_pretrained: str = _opt(allowed="an open_clip pretrained tag (e.g. openai) or a local checkpoint file",
+                                check=_check_nonempty)
+    identity: Literal["guidance", "RN101"] = _opt()
+    identity_pretrained: str = _opt(allowed="an open_clip pretrained tag or a local checkpoint file for RN101",
+                                    check=_check_nonempty)
+    steps: int = _opt(ge=1)
+    warmup_steps: int = _opt(ge=0)
+    batch_size: int = _opt(ge=1)
+    image_size: int = _opt(ge=32)
+    lr: float = _opt(gt=0)
+    checkpoint_every: int = _opt(ge=1)
+    seed: int = _opt(ge=0)
+    shift_tokens: int = _opt(ge=0)
+    embed_size: int = _opt(ge=64)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    lpips_backbone: Path | None = _opt(allowed="a file of ImageNet AlexNet weights, or null (no LPIPS)",
+                                       check=_check_nonempty)
+    inception_weights: Path | None = _opt(allowed="a file of FID Inception weights, or null (no FID)",
+                                          check=_check_nonempty)
+
+
+@dataclass(frozen=True)
 class Config:
     model: str | None = _opt(allowed="a model name or checkpoint path, or null for the embedded default",
                              check=_check_nonempty)
@@ -122,6 +151,8 @@ class Config:
     input: InputConfig = _opt()
     output: OutputConfig = _opt()
     watch: WatchConfig = _opt()
+    training: TrainingConfig = _opt()
+    eval: EvalConfig = _opt()
 
 
 @dataclass(frozen=True)
