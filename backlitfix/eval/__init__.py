@@ -1,0 +1,1 @@
+"""Measuring quality: full- and no-reference metrics (``backlitfix eval``) and the before/after report."""
