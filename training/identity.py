@@ -22,7 +22,7 @@ WARMUP_ALPHA = (1.0, 1.0, 1.0, 1.0, 1.0)
 
 def layer_indices(visual) -> list[int]:
     """Which blocks feed the identity loss: all five stages of a ResNet tower; for a transformer tower five
-    blocks spread evenly from the first to the last (e.g. 0, 3, 5, 8, 11 of ViT-B-32's twelve)."""
+    blocks spread evenly from the first to the last (e.g. 0, 3, 6, 8, 11 of ViT-B-32's twelve)."""
     blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
     if blocks is None:
         return [0, 1, 2, 3, 4]

@@ -77,7 +77,7 @@ def before_after_sheet(net: torch.nn.Module, paths: list[Path], path: Path, *, c
             before = _small(p, long_side)
         except Exception:  # noqa: BLE001 - a sheet is a courtesy; one bad photo just isn't on it
             continue
-        x = torch.from_numpy(before).permute(2, 0, 1)[None].float().div(255).to(device)
+        x = torch.from_numpy(np.array(before)).permute(2, 0, 1)[None].float().div(255).to(device)
         with torch.no_grad():
             after = (x / net(x).clamp_min(1e-3)).clamp(0, 1)
         after = (after[0].permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)

@@ -207,7 +207,7 @@ class Trainer:
                 loss, parts = self.objective.warmup_loss(enhanced, x)
             else:
                 loss, parts = self.objective.loss(enhanced, x, L, self.step)
-        value = float(loss)
+        value = loss.detach().item()
         if not math.isfinite(value):
             return value, parts
         self._opt_net.zero_grad(set_to_none=True)
@@ -285,7 +285,7 @@ class Trainer:
             res = [backlit_score(self._views[name][i, k], vec, temperature)
                    for name in ("new", "old") if name in self._views]
             loss = ranking_loss(s[0], s[1], *(res + [None, None])[:2], order=getattr(self.objective, "order", "paper"))
-        value = float(loss)
+        value = loss.detach().item()
         if not math.isfinite(value):
             return value, {}
         self._opt_pair.zero_grad(set_to_none=True)
