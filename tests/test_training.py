@@ -14,15 +14,21 @@ from PIL import Image
 
 pytest.importorskip("open_clip", reason="needs the train extra (open_clip_torch)")
 
-from conftest import shared_path  # noqa: E402
+from conftest import shared_path
 
-from backlitfix.model.network import EnhanceNet  # noqa: E402
-from training.clip import TINY, TINY_RN, load_clip  # noqa: E402
-from training.data import Augment, load_image_set  # noqa: E402
-from training.guidance import (  # noqa: E402
-    LatentPair, PairObjective, PromptPair, RaveObjective, backlit_score, ranking_loss)
-from training.identity import identity_loss, layer_indices  # noqa: E402
-from training.trainer import STATE_FILE, Trainer, TrainingError, TrainSettings  # noqa: E402
+from backlitfix.model.network import EnhanceNet
+from training.clip import TINY, TINY_RN, load_clip
+from training.data import Augment, load_image_set
+from training.guidance import (
+    LatentPair,
+    PairObjective,
+    PromptPair,
+    RaveObjective,
+    backlit_score,
+    ranking_loss,
+)
+from training.identity import identity_loss, layer_indices
+from training.trainer import STATE_FILE, Trainer, TrainingError, TrainSettings
 
 TINY_ARGS = ["--clip-model", TINY, "--clip-pretrained", "random"]
 
@@ -48,8 +54,9 @@ def folders(tmp_path_factory):
 
 
 def small_settings(**kw):
-    base = dict(steps=4, warmup_steps=1, batch_size=2, image_size=48, checkpoint_every=2, prompt_init_steps=2,
-                round_steps=2, refine_steps=2, views=2, view_size=32, precision="fp32")
+    base = {"steps": 4, "warmup_steps": 1, "batch_size": 2, "image_size": 48, "checkpoint_every": 2,
+            "prompt_init_steps": 2, "round_steps": 2, "refine_steps": 2, "views": 2, "view_size": 32,
+            "precision": "fp32"}
     return TrainSettings(**{**base, **kw})
 
 
@@ -72,7 +79,7 @@ def _mr(a, b, m):
 @pytest.mark.parametrize("order", ["paper", "code"])
 def test_ranking_loss_follows_eq5(order):
     b, w, new, old = 0.95, 0.05, 0.30, 0.60  # the newest result is less backlit than the previous one
-    t = lambda v: torch.tensor([v])  # noqa: E731
+    t = lambda v: torch.tensor([v])
     got = float(ranking_loss(t(b), t(w), t(new), t(old), order=order))
     if order == "paper":  # S(b) > S(I_{t-1}) > S(I_t) > S(w)
         want = _mr(b, w, 0.9) + _mr(b, old, 0.9) + _mr(new, w, 0.1) + _mr(old, new, 0.1)
@@ -291,7 +298,7 @@ def test_train_command_writes_a_model_that_run_loads(folders, tmp_path):
     assert summary["model"] == str(out)
     from backlitfix.model.checkpoint import load_model
 
-    net, info = load_model(out)
+    _, info = load_model(out)
     assert info.method == "rave" and info.guidance == f"{TINY}/random"
     assert info.extra["steps"] == 3 and info.extra["from"]
     for f in (summary["loss_curve"], summary["sheet"]):

@@ -96,7 +96,12 @@ def run_training(cfg, *, method, backlit, welllit, paired, residual_file, from_m
     import torch
 
     from backlitfix.enhance import pick_device
-    from backlitfix.model.checkpoint import CheckpointError, ModelInfo, load_model, save_model
+    from backlitfix.model.checkpoint import (
+        CheckpointError,
+        ModelInfo,
+        load_model,
+        save_model,
+    )
     from backlitfix.model.network import EnhanceNet
     from backlitfix.model.registry import resolve
 
@@ -105,10 +110,10 @@ def run_training(cfg, *, method, backlit, welllit, paired, residual_file, from_m
     from .guidance import LatentPair, PairObjective, PromptPair, RaveObjective
     from .library import list_images
     from .sheets import before_after_sheet, loss_curve
-    from .trainer import TrainingError, TrainSettings, Trainer, init_weights
+    from .trainer import Trainer, TrainingError, TrainSettings, init_weights
 
     tc = cfg.training
-    log = lambda m: click.echo(m, err=True)  # noqa: E731
+    log = lambda m: click.echo(m, err=True)
     try:
         b_paths = _images(backlit, "--backlit", list_images)
         w_paths = _images(welllit, "--welllit", list_images) if welllit else []

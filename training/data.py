@@ -15,36 +15,19 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from backlitfix.io import decode
-
-TRAIN_MAX_PIXELS = 250_000_000
-
 
 class DataError(ValueError):
     """A training set that cannot be used; ``str()`` names the folder or files."""
 
 
 def read_square(path: Path, size: int) -> np.ndarray:
-    """One photo as a size×size×3 uint8 array: oriented, squashed to a square with Lanczos (§5.1 a).
+    """One photo as a size×size×3 uint8 array: upright, decoded at reduced size (JPEG draft mode, RAW
+    previews; see library.load_reduced), then squashed to a square with Lanczos, as the reference does (§5.1 a)."""
+    from .library import load_reduced
 
-    JPEGs decode in draft mode at no less than twice the target, which is most of the saving on large files.
-    """
     path = Path(path)
-    try:
-        with Image.open(path) as im:
-            if im.format == "JPEG":
-                im.draft("RGB", (2 * size, 2 * size))
-                from PIL import ImageOps
-
-                im = ImageOps.exif_transpose(im).convert("RGB")
-                return np.asarray(im.resize((size, size), Image.Resampling.LANCZOS))
-    except OSError:
-        pass  # RAW and anything Pillow can't open go through the full decoder, which explains failures
-    photo = decode(path, max_pixels=TRAIN_MAX_PIXELS)
-    px = photo.pixels
-    if px.dtype != np.uint8:
-        px = (px.astype(np.float32) * (255.0 / 65535.0) + 0.5).astype(np.uint8)
-    return np.asarray(Image.fromarray(px).resize((size, size), Image.Resampling.LANCZOS))
+    im = load_reduced(path, path.read_bytes(), embed_size=size, min_short=size)
+    return np.asarray(im.resize((size, size), Image.Resampling.LANCZOS))
 
 
 @dataclass

@@ -24,8 +24,8 @@ Paper vs code, and what we do (the project's rule: follow the paper where they d
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from .clip import Clip
 from .identity import GUIDED_ALPHA, WARMUP_ALPHA, IdentityFeatures, Tower, identity_loss

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import io
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw
 
 from backlitfix.io.atomic import atomic_write, atomic_write_bytes
 
@@ -48,23 +49,11 @@ def loss_curve(history, path: Path, title: str = "") -> None:
 
 
 def _small(path: Path, long_side: int) -> np.ndarray:
-    from backlitfix.io import decode
+    from .library import load_reduced
 
-    try:
-        with Image.open(path) as im:
-            if im.format == "JPEG":
-                im.draft("RGB", (long_side, long_side))
-                im = ImageOps.exif_transpose(im).convert("RGB")
-                im.thumbnail((long_side, long_side), Image.Resampling.LANCZOS)
-                return np.asarray(im)
-    except OSError:
-        pass
-    px = decode(path, max_pixels=250_000_000).pixels
-    if px.dtype != np.uint8:
-        px = (px.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
-    im = Image.fromarray(px)
+    im = load_reduced(path, path.read_bytes(), embed_size=long_side, min_short=0)
     im.thumbnail((long_side, long_side), Image.Resampling.LANCZOS)
-    return np.asarray(im)
+    return np.array(im)
 
 
 def before_after_sheet(net: torch.nn.Module, paths: list[Path], path: Path, *, count: int = 6,
@@ -72,12 +61,15 @@ def before_after_sheet(net: torch.nn.Module, paths: list[Path], path: Path, *, c
     """Rows of input | result for the first ``count`` photos, at thumbnail size, as a JPEG."""
     rows = []
     net = net.eval()
-    for p in paths[:count]:
+    for p in paths:
+        if len(rows) == count:
+            break
         try:
             before = _small(p, long_side)
-        except Exception:  # noqa: BLE001 - a sheet is a courtesy; one bad photo just isn't on it
+        except Exception as e:  # noqa: BLE001 - a sheet is a courtesy; one bad photo just isn't on it
+            print(f"warning: {p}: left off the before/after sheet: {e}", file=sys.stderr)
             continue
-        x = torch.from_numpy(np.array(before)).permute(2, 0, 1)[None].float().div(255).to(device)
+        x = torch.from_numpy(before).permute(2, 0, 1)[None].float().div(255).to(device)
         with torch.no_grad():
             after = (x / net(x).clamp_min(1e-3)).clamp(0, 1)
         after = (after[0].permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
