@@ -14,7 +14,11 @@ import click
 from . import __version__
 
 from .cli_options import EXIT_FAILED, EXIT_OK, fail_usage, load_cli_config, photo_options
+from .eval.command import eval_cmd
+from .plugins.command import plugins
 from .watch.command import watch
+from training.cli_train import train
+from training.cli_residual import explain, residual
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,7 +32,9 @@ def main():
 @photo_options
 @click.option("--dry-run", is_flag=True, help="Show what would be done; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
-def run(paths, dry_run, as_json, **opts):
+@click.option("--report", "with_report", is_flag=True,
+              help="Also write report.html (before/after previews) into the output folder.")
+def run(paths, dry_run, as_json, with_report, **opts):
     """Correct the photos in PATHS (files or folders); originals are never touched."""
     from .discover import plan
     from .model.checkpoint import CheckpointError
@@ -73,13 +79,32 @@ def run(paths, dry_run, as_json, **opts):
         if bar:
             bar.update(1)
 
-    results = run_batch(work.jobs, Pipeline(cfg, enhancer), workers=cfg.jobs, dry_run=dry_run, on_result=report)
+    rep = None
+    if with_report:
+        from .eval.report import Report, report_folder
+
+        folder = report_folder(work.jobs, cfg.output.dir)
+        if dry_run or folder is None:
+            click.echo(f"note: no report: {'a dry run processes nothing' if dry_run else 'no photos'}", err=True)
+        else:
+            rep = Report(folder, work.jobs, strength=cfg.strength)
+
+    results = run_batch(work.jobs, Pipeline(cfg, enhancer, rep), workers=cfg.jobs, dry_run=dry_run, on_result=report)
     if bar:
         bar.close()
 
     counts = {s: sum(r.status == s for r in results) for s in ("done", "failed", "skipped", "planned")}
     counts["failed"] += len(work.errors)
     elapsed = time.perf_counter() - t0
+    report_path = None
+    if rep is not None:
+        from .eval.report import settings_of
+        from .photo import PhotoError
+
+        try:
+            report_path = rep.write(results, work.errors, settings_of(cfg, info, enhancer), elapsed)
+        except PhotoError as e:  # the photos are done; a report that cannot be written is not a failed photo
+            click.echo(f"error: {e.path}: {e.reason}", err=True)
     if as_json:
         summary = {
             "version": __version__,
@@ -90,6 +115,7 @@ def run(paths, dry_run, as_json, **opts):
             **counts,
             "ignored": work.ignored,
             "seconds": round(elapsed, 3),
+            **({"report": str(report_path) if report_path else None} if with_report else {}),
             "files": [r.to_json() for r in results]
             + [{"input": str(e.path), "output": None, "status": "failed", "reason": e.reason} for e in work.errors],
         }
@@ -97,6 +123,8 @@ def run(paths, dry_run, as_json, **opts):
     else:
         parts = [f"{counts[k]} {k}" for k in ("done", "planned", "skipped", "failed") if counts[k]]
         click.echo(f"backlitfix: {', '.join(parts) or 'no photos found'} in {elapsed:.1f} s", err=True)
+        if report_path:
+            click.echo(f"backlitfix: report: {report_path}", err=True)
     sys.exit(EXIT_FAILED if counts["failed"] else EXIT_OK)
 
 
@@ -125,6 +153,11 @@ def models_cmd(as_json):
 
 
 main.add_command(watch)
+main.add_command(plugins)
+main.add_command(train)
+main.add_command(eval_cmd)
+main.add_command(residual)
+main.add_command(explain)
 
 if __name__ == "__main__":
     main()

@@ -14,6 +14,7 @@ array, so a 24 MP photo never exists as a full float32 copy on the CPU.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -171,6 +172,28 @@ class GuidedUpsampler:
         return detail.mul_(self.a.rows(H, r0, r1)).add_(self.L.rows(H, r0, r1))
 
 
+class BlockMean:
+    """A full-resolution map averaged over k x k blocks, filled tile by tile: a small L in exact mode."""
+
+    def __init__(self, H: int, W: int, h: int, w: int):
+        self.H, self.W = H, W
+        self.k = max(1, math.ceil(max(H / h, W / w)))
+        self.sum = torch.zeros(-(-H // self.k), -(-W // self.k), dtype=torch.float64)
+
+    def add(self, y0: int, x0: int, m: torch.Tensor) -> None:
+        m = m.to("cpu", torch.float64)
+        ys = torch.arange(y0, y0 + m.shape[0]) // self.k
+        xs = torch.arange(x0, x0 + m.shape[1]) // self.k
+        rows = torch.zeros(self.sum.shape[0], m.shape[1], dtype=torch.float64).index_add_(0, ys, m)
+        self.sum.index_add_(1, xs, rows)
+
+    def mean(self) -> torch.Tensor:
+        k = self.k
+        ny = torch.tensor([min(k, self.H - i * k) for i in range(self.sum.shape[0])], dtype=torch.float64)
+        nx = torch.tensor([min(k, self.W - j * k) for j in range(self.sum.shape[1])], dtype=torch.float64)
+        return (self.sum / (ny[:, None] * nx[None])).float()
+
+
 @dataclass
 class Enhancer:
     """A loaded network plus how to run it. Maps pixels to pixels; knows nothing of files."""
@@ -201,8 +224,14 @@ class Enhancer:
             return self.net(x).float()
 
     @torch.no_grad()
-    def enhance(self, pixels: np.ndarray, strength: float = 1.0, out: np.ndarray | None = None) -> np.ndarray:
-        """Correct H x W x 3 uint8/uint16 pixels; returns an array of the same type (``out`` may be ``pixels``)."""
+    def enhance(self, pixels: np.ndarray, strength: float = 1.0, out: np.ndarray | None = None,
+                on_L: Callable[[torch.Tensor], None] | None = None) -> np.ndarray:
+        """Correct H x W x 3 uint8/uint16 pixels; returns an array of the same type (``out`` may be ``pixels``).
+
+        ``on_L``, if given, receives the illumination map at about the working resolution (h x w float32
+        on the CPU, block-averaged in exact mode; read-only) for previews such as the report. Not called at
+        strength 0. Without it, nothing extra is computed.
+        """
         if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype not in (np.uint8, np.uint16):
             raise ValueError(f"expected H x W x 3 uint8 or uint16 pixels, got {pixels.shape} {pixels.dtype}")
         H, W = pixels.shape[:2]
@@ -212,31 +241,41 @@ class Enhancer:
         if strength == 0.0:
             out[...] = pixels
         elif self.mode == "exact":
-            self._exact(pixels, strength, out)
+            self._exact(pixels, strength, out, on_L)
         else:
-            self._fast(pixels, strength, out)
+            self._fast(pixels, strength, out, on_L)
         return out
 
-    def _exact(self, pixels, strength, out):
+    def _exact(self, pixels, strength, out, on_L=None):
         net = self.net.to(memory_format=torch.contiguous_format).float()
         dev = self.device
         get = lambda y0, y1, x0, x1: to_float(pixels[y0:y1, x0:x1], dev)
-        for (y0, y1, x0, x1), L in exact_L(net, get, *pixels.shape[:2], tile=self.tile):
+        H, W = pixels.shape[:2]
+        small = BlockMean(H, W, *working_size(H, W, self.working_megapixels)) if on_L else None
+        for (y0, y1, x0, x1), L in exact_L(net, get, H, W, tile=self.tile):
             rows, cols = slice(y0, y1), slice(x0, x1)
+            if small is not None:
+                small.add(y0, x0, L[0, 0])
             store(out, rows, cols, apply_gain(to_hwc(pixels[rows, cols], dev), L[0, 0], strength))
+        if small is not None:
+            on_L(small.mean())
 
-    def _fast(self, pixels, strength, out):
+    def _fast(self, pixels, strength, out, on_L=None):
         H, W = pixels.shape[:2]
         h, w = working_size(H, W, self.working_megapixels)
         step = H if self.device.type != "cpu" else STRIP_ROWS  # a GPU takes the photo in one go
         if (h, w) == (H, W):  # the photo is no larger than the working size: one pass is exact already
             L = self.illumination(to_float(pixels))[0, 0]
+            if on_L:
+                on_L(L.cpu())
             for r0 in range(0, H, step):
                 rows = slice(r0, min(H, r0 + step))
                 store(out, rows, slice(None), apply_gain(to_hwc(pixels[rows], self.device), L[rows], strength))
             return
         small = downscale(pixels, h, w).to(self.device)
         L = self.illumination(small)
+        if on_L:
+            on_L(L[0, 0].cpu())
         Ys = luminance(small)
         a, _ = guided_coefficients(Ys, L, self.guide_radius, self.guide_eps)  # local slope dL/dY
         up = GuidedUpsampler(L, Ys, a, W)

@@ -55,19 +55,24 @@ def load_enhancer(cfg: Config) -> tuple[Enhancer, ModelInfo]:
 
 
 class Pipeline:
-    def __init__(self, cfg: Config, enhancer: Enhancer | None):
+    def __init__(self, cfg: Config, enhancer: Enhancer | None, report=None):
         self.cfg = cfg
         self.enhancer = enhancer
+        self.report = report  # optional backlitfix.eval.report.Report: takes thumbnails along the way
 
     def should_skip(self, job: Job) -> bool:
         return not self.cfg.output.overwrite and os.path.lexists(job.output)
 
     def load(self, job: Job) -> Photo:
-        return decode(job.input, max_pixels=self.cfg.input.max_pixels)
+        photo = decode(job.input, max_pixels=self.cfg.input.max_pixels)
+        if self.report is not None:
+            self.report.before(photo)  # now: `correct` overwrites these pixels in place
+        return photo
 
     def correct(self, photo: Photo) -> Photo:
+        on_L = self.report.illumination(photo) if self.report is not None else None
         try:
-            photo.pixels = self.enhancer.enhance(photo.pixels, self.cfg.strength, out=_writable(photo))
+            photo.pixels = self.enhancer.enhance(photo.pixels, self.cfg.strength, out=_writable(photo), on_L=on_L)
         except (ValueError, RuntimeError) as e:  # too small, out of memory, ...
             raise PhotoError(photo.path, f"enhancement failed: {e}") from None
         return photo
@@ -79,6 +84,8 @@ class Pipeline:
             raise PhotoError(job.input, f"cannot create output folder {job.output.parent}: {e.strerror or e}") from None
         encode(photo, job.output, fmt=job.format, quality=self.cfg.output.jpeg_quality, software=SOFTWARE)
         copy_sidecars(photo, job.output)
+        if self.report is not None:
+            self.report.after(photo)
 
     def process(self, job: Job) -> Result:
         """All stages for one photo, for callers that do not overlap them (watch, single files)."""

@@ -113,6 +113,8 @@ class Trainer:
         self.log = log or (lambda m: print(m, file=sys.stderr))
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.amp = autocast_dtype(settings.precision, self.device)
+        # fp16 (CUDA) gradients underflow without loss scaling; bf16 has fp32's range and needs none
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.amp == torch.float16 else None
         self.gen = torch.Generator().manual_seed(settings.seed)
         self.augment = Augment()
         self.pair = getattr(objective, "pair", None)
@@ -211,8 +213,13 @@ class Trainer:
         if not math.isfinite(value):
             return value, parts
         self._opt_net.zero_grad(set_to_none=True)
-        loss.backward()
-        self._opt_net.step()
+        if self.scaler is None:
+            loss.backward()
+            self._opt_net.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self._opt_net)
+            self.scaler.update()
         self.step += 1
         self.history.add(self.step, phase, value)
         if phase == "warmup":

@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""backlitfix for GIMP 3: Filters > Light and Shadow > Fix Backlight (backlitfix).
+
+Brightens a subject that is dark against a bright sky or window, as a new layer above the active
+one, named after the model and strength ("backlitfix rave_unpaired 1.00").
+
+Runs under GIMP's own Python (bundled on Windows and macOS), so it imports nothing from
+backlitfix: it exports the layer to a 16-bit TIFF in a private temporary folder, runs the
+backlitfix program with an argument list (no shell, paths after "--"), and loads its result.
+
+Install: `backlitfix plugins install gimp`, or copy this folder to GIMP's plug-ins folder
+(Linux ~/.config/GIMP/3.0/plug-ins/backlitfix/backlitfix.py, executable; see plugins/README.md).
+MIT licence, the backlitfix authors.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("GimpUi", "3.0")
+from gi.repository import Gimp, GimpUi, Gio, GLib, GObject
+
+PROCEDURE = "plug-in-backlitfix"
+SUFFIX = "_backlitfix"
+
+
+class BacklitfixError(Exception):
+    pass
+
+
+def find_executable(configured=""):
+    """The backlitfix program: the dialog's value, $BACKLITFIX, PATH, then the usual pip and
+    Homebrew places (GIMP started from a desktop or the Finder may not have the shell's PATH)."""
+    for candidate in (configured, os.environ.get("BACKLITFIX", "")):
+        if candidate:
+            return candidate
+    found = shutil.which("backlitfix")
+    if found:
+        return found
+    home = os.path.expanduser("~")
+    for path in (os.path.join(home, ".local", "bin", "backlitfix"), "/opt/homebrew/bin/backlitfix",
+                 "/usr/local/bin/backlitfix"):
+        if os.access(path, os.X_OK):
+            return path
+    raise BacklitfixError("backlitfix not found: install it (pip install backlitfix) or give its path in the dialog")
+
+
+def build_command(executable, source, outdir, model, strength):
+    """The argument list for one file; nothing here is ever parsed by a shell."""
+    argv = [executable, "run", "--output", outdir, "--format", "tiff", "--suffix", SUFFIX,
+            "--strength", f"{strength:.2f}", "--json"]
+    if model:
+        argv += ["--model", model]
+    return argv + ["--", source]
+
+
+def run_backlitfix(argv):
+    """Run backlitfix; returns (output path, model name) from its --json summary."""
+    try:
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    except OSError as e:
+        raise BacklitfixError(f"cannot start {argv[0]}: {e.strerror or e}") from None
+    errors = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+    try:
+        summary = json.loads(proc.stdout.decode("utf-8"))
+        result = summary["files"][0]
+    except (ValueError, KeyError, IndexError):
+        raise BacklitfixError(errors[-1] if errors else f"backlitfix failed (exit code {proc.returncode})") from None
+    if result.get("status") != "done" or not result.get("output"):
+        raise BacklitfixError(f"backlitfix: {result.get('reason') or result.get('status')}")
+    return result["output"], summary.get("model") or "default"
+
+
+def layer_name(model, strength):
+    return f"backlitfix {os.path.splitext(os.path.basename(model))[0] or model} {strength:.2f}"
+
+
+def export_tiff(image, drawable, path):
+    """Write `drawable` alone to a 16-bit TIFF at `path`, with the image's colour profile."""
+    scratch = Gimp.Image.new_with_precision(drawable.get_width(), drawable.get_height(),
+                                            Gimp.ImageBaseType.RGB, Gimp.Precision.U16_NON_LINEAR)
+    try:
+        layer = Gimp.Layer.new_from_drawable(drawable, scratch)
+        scratch.insert_layer(layer, None, 0)
+        layer.set_offsets(0, 0)
+        scratch.set_color_profile(image.get_effective_color_profile())
+        scratch.flatten()  # backlitfix corrects RGB; transparency is not carried over
+        procedure = Gimp.get_pdb().lookup_procedure("file-tiff-export")
+        config = procedure.create_config()
+        config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+        config.set_property("image", scratch)
+        config.set_property("file", Gio.File.new_for_path(path))
+        config.set_property("compression", "none")
+        result = procedure.run(config)
+        if result.index(0) != Gimp.PDBStatusType.SUCCESS:
+            raise BacklitfixError(f"could not export the layer to {path}")
+    finally:
+        scratch.delete()
+
+
+def add_result_layer(image, drawable, path, name):
+    """Load `path` as a layer named `name`, just above `drawable`, at its position."""
+    layer = Gimp.file_load_layer(Gimp.RunMode.NONINTERACTIVE, image, Gio.File.new_for_path(path))
+    layer.set_name(name)
+    image.insert_layer(layer, drawable.get_parent(), image.get_item_position(drawable))
+    offsets = drawable.get_offsets()  # (success, x, y)
+    layer.set_offsets(offsets[-2], offsets[-1])
+    return layer
+
+
+def fix(image, drawable, executable, model, strength):
+    """The whole round trip; returns the new layer."""
+    exe = find_executable(executable)
+    with tempfile.TemporaryDirectory(prefix="backlitfix-gimp-") as tmp:
+        source = os.path.join(tmp, "layer.tif")
+        export_tiff(image, drawable, source)
+        out, model_name = run_backlitfix(build_command(exe, source, tmp, model, strength))
+        image.undo_group_start()
+        try:
+            layer = add_result_layer(image, drawable, out, layer_name(model_name, strength))
+        finally:
+            image.undo_group_end()
+    return layer
+
+
+class BacklitFix(Gimp.PlugIn):
+    def do_query_procedures(self):
+        return [PROCEDURE]
+
+    def do_set_i18n(self, name):
+        return False
+
+    def do_create_procedure(self, name):
+        procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run, None)
+        procedure.set_image_types("RGB*, GRAY*")
+        procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
+        procedure.set_menu_label("Fix _Backlight (backlitfix)...")
+        procedure.add_menu_path("<Image>/Filters/Light and Shadow")
+        procedure.set_documentation("Fix a backlit photo with backlitfix",
+                                    "Brightens a subject that is dark against a bright background, "
+                                    "as a new layer above the active one.", name)
+        procedure.set_attribution("the backlitfix authors", "the backlitfix authors (MIT)", "2026")
+        flags = GObject.ParamFlags.READWRITE
+        procedure.add_double_argument("strength", "_Strength", "0 = the original, 1 = the model's correction",
+                                      0.0, 2.0, 1.0, flags)
+        procedure.add_string_argument("model", "_Model", "Model name or checkpoint path; empty = the default model",
+                                      "", flags)
+        procedure.add_string_argument("executable", "backlitfix _program",
+                                      "Path to backlitfix; empty = found on PATH", "", flags)
+        return procedure
+
+    def run(self, procedure, run_mode, image, drawables, config, run_data):
+        if len(drawables) != 1:
+            return procedure.new_return_values(Gimp.PDBStatusType.CALLING_ERROR,
+                                               GLib.Error("backlitfix works on one layer at a time"))
+        if run_mode == Gimp.RunMode.INTERACTIVE:
+            GimpUi.init(PROCEDURE)
+            dialog = GimpUi.ProcedureDialog.new(procedure, config, "Fix Backlight (backlitfix)")
+            dialog.fill(None)
+            ok = dialog.run()
+            dialog.destroy()
+            if not ok:
+                return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
+        Gimp.progress_init("backlitfix")
+        try:
+            fix(image, drawables[0], config.get_property("executable"), config.get_property("model"),
+                config.get_property("strength"))
+        except BacklitfixError as e:
+            return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error(str(e)))
+        Gimp.displays_flush()
+        return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, None)
+
+
+if __name__ == "__main__":
+    Gimp.main(BacklitFix.__gtype__, sys.argv)

@@ -1,0 +1,338 @@
+"""Embedding a photo library with CLIP, fast: reduced-size decoding, overlapped with the forward pass, cached.
+
+Libraries hold thousands of 12-50 MP photos, but CLIP sees 224 x 224. So each photo is decoded only as large
+as needed (``embed_size`` on the long side, never below CLIP's input on the short side): JPEGs through
+libjpeg's DCT scaling (``Image.draft``, 1/2-1/8 of the work), RAWs through their embedded JPEG preview
+(falling back to LibRaw's half-size development), other formats through Pillow with a box ``reduce``. The
+EXIF orientation is applied. Then the reference's own CLIP preprocessing (reference 4.1: shorter side to
+the input size, bicubic with antialiasing, centre crop) so ``v_wl``/``v_bl`` match what RAVE computes; the
+only difference is the DCT-scaled start, a slight softening far below what 224 px can show.
+
+Decoding runs in a thread pool (Pillow, libjpeg and LibRaw release the GIL) while the main thread runs CLIP
+on the previous batch, so the forward pass, not decoding, sets the pace. Each file is read once: its bytes
+are hashed for the cache key and decoded from memory.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from backlitfix.io.formats import IMAGE_EXTENSIONS, format_of
+
+PREP_VERSION = "clip-bicubic-centre-crop-v1"  # bump when decoding or preprocessing changes the pixels
+
+
+def list_images(folder: Path | str, recursive: bool = True) -> list[Path]:
+    """Image and RAW files under ``folder`` (by extension), sorted; hidden files and folders, sidecars and
+    backlitfix output folders are left out. Symlinked folders are not followed (no loops)."""
+    folder = Path(folder)
+    found: list[Path] = []
+
+    def walk(d: Path) -> None:
+        try:
+            with os.scandir(d) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            return
+        subdirs = []
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    if recursive and e.name.casefold() != "backlitfix":
+                        subdirs.append(Path(e.path))
+                elif e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS:
+                    found.append(Path(e.path))
+            except OSError:
+                continue
+        for s in subdirs:
+            walk(s)
+
+    walk(folder)
+    return found
+
+
+@dataclass
+class LibraryEmbeddings:
+    paths: list[Path]  # the photos that were embedded, in input order (skipped ones left out)
+    embeddings: torch.Tensor  # N x D float32, L2-normalised
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (path, one-line reason)
+    hashes: list[str] = field(default_factory=list)  # sha256 of each file's bytes
+    exposure: np.ndarray | None = None  # N x K exposure statistics (select_backlit), when asked for
+    n_embedded: int = 0  # photos that went through CLIP in this call
+    n_cached: int = 0  # photos whose embedding came from the cache
+
+
+def prep_key(clip, embed_size: int) -> str:
+    return f"{PREP_VERSION}/decode{embed_size}/input{clip.input_size}"
+
+
+def space_key(clip) -> str:
+    """The embedding space: the model's name plus a fingerprint of its weights, so two weight files that
+    share a name (or two random initialisations) never share cache entries."""
+    return f"{clip.name}#{weights_fingerprint(clip.model)}"
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """A cheap digest of the weights: a strided sample of every tensor (the whole of ViT-B-32 would take
+    a second to hash; any real difference in weights shows in the sample)."""
+    h = hashlib.sha256()
+    for name, p in model.state_dict().items():
+        flat = p.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // 64)][:64].to("cpu", torch.float32).numpy()
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(sample).tobytes())
+    return h.hexdigest()[:16]
+
+
+# --- decoding at reduced size -------------------------------------------------------------------------
+
+def _scale_for(w: int, h: int, embed_size: int, min_short: int) -> float:
+    """How far a w x h photo may be shrunk: long side down to embed_size, short side not below min_short."""
+    return min(1.0, max(embed_size / max(w, h), min_short / max(1, min(w, h))))
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):  # 16-bit greyscale: Pillow would clip to 255
+        grey = (np.asarray(im, dtype=np.float32) / 257.0).clip(0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if im.mode == "RGB":
+        return im
+    if "A" in im.mode or "transparency" in im.info:  # transparent areas onto white, as decode() does
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def _reduce(im: Image.Image, embed_size: int, min_short: int) -> Image.Image:
+    s = _scale_for(*im.size, embed_size, min_short)
+    factor = int(1 / s) if s < 1 else 1
+    return im.reduce(factor) if factor >= 2 else im
+
+
+def _open_pillow(data: bytes, embed_size: int, min_short: int) -> Image.Image:
+    im = Image.open(io.BytesIO(data))
+    if im.format in ("JPEG", "MPO"):
+        s = _scale_for(*im.size, embed_size, min_short)
+        im.draft("RGB", (max(1, int(im.size[0] * s)), max(1, int(im.size[1] * s))))  # >= this size
+    im = ImageOps.exif_transpose(im)  # loads the pixels
+    return _reduce(_to_rgb(im), embed_size, min_short)
+
+
+def _open_raw(data: bytes, embed_size: int, min_short: int) -> Image.Image:
+    """The embedded preview when it is large enough, else LibRaw's half-size development."""
+    import rawpy
+
+    from backlitfix.io.orientation import orientation_of_flip, upright
+    from backlitfix.io.raw import _params  # `run`'s rendering, white-level fix included
+
+    with rawpy.imread(io.BytesIO(data)) as raw:
+        orientation = orientation_of_flip(raw.sizes.flip)
+        try:
+            thumb = raw.extract_thumb()
+        except (rawpy.LibRawNoThumbnailError, rawpy.LibRawUnsupportedThumbnailError):
+            thumb = None
+        im = None
+        if thumb is not None and thumb.format == rawpy.ThumbFormat.JPEG:
+            im = _open_pillow(bytes(thumb.data), embed_size, min_short)
+            has_own = Image.open(io.BytesIO(bytes(thumb.data))).getexif().get(0x0112, 1) != 1
+            if not has_own:  # previews are usually stored as the sensor saw them
+                im = Image.fromarray(upright(np.asarray(im), orientation))
+        elif thumb is not None and thumb.format == rawpy.ThumbFormat.BITMAP:
+            im = Image.fromarray(upright(np.asarray(thumb.data), orientation)).convert("RGB")
+        if im is None or min(im.size) < min_short:
+            params = _params(raw)
+            params.update(output_bps=8, half_size=True)
+            rgb = upright(raw.postprocess(**params), orientation)
+            im = Image.fromarray(rgb)
+    return _reduce(im, embed_size, min_short)
+
+
+def load_reduced(path: Path, data: bytes, embed_size: int, min_short: int = 224) -> Image.Image:
+    """An upright RGB image of ``path`` (whose bytes are ``data``) at reduced size."""
+    if format_of(path) == "raw":
+        return _open_raw(data, embed_size, min_short)
+    if format_of(path) == "heif":
+        try:
+            import pillow_heif
+
+            pillow_heif.register_heif_opener()
+        except ImportError:
+            raise ValueError("HEIC support needs the optional extra: pip install 'backlitfix[heic]'") from None
+    return _open_pillow(data, embed_size, min_short)
+
+
+def clip_crop(im: Image.Image, size: int) -> np.ndarray:
+    """CLIP's PIL preprocessing before normalisation (torchvision Resize(size, bicubic) + CenterCrop(size)):
+    shorter side to ``size`` with antialiased bicubic, then the centre square. size x size x 3 uint8."""
+    w, h = im.size
+    if w <= h:
+        nw, nh = size, int(size * h / w)
+    else:
+        nw, nh = int(size * w / h), size
+    if (nw, nh) != (w, h):
+        im = im.resize((nw, nh), Image.BICUBIC)
+    left, top = round((nw - size) / 2.0), round((nh - size) / 2.0)
+    return np.asarray(im.crop((left, top, left + size, top + size)))
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, UnidentifiedImageError):
+        return "not an image (unrecognised file content)"
+    if isinstance(e, FileNotFoundError):
+        return "file not found"
+    if isinstance(e, PermissionError):
+        return "cannot read file (permission denied)"
+    if isinstance(e, IsADirectoryError):
+        return "not an image (it is a folder)"
+    if type(e).__module__.startswith("rawpy") or "LibRaw" in type(e).__name__:
+        return f"not a RAW file LibRaw can read ({type(e).__name__})"
+    msg = str(e) or type(e).__name__
+    if isinstance(e, EOFError) or "truncated" in msg:
+        return "damaged or truncated image"
+    return f"cannot decode ({msg})"
+
+
+# --- the embedding loop -------------------------------------------------------------------------------
+
+@dataclass
+class _Item:
+    sha: str | None = None
+    pixels: np.ndarray | None = None  # input_size^2 x 3 uint8, when the embedding must be computed
+    exposure: np.ndarray | None = None
+    error: str | None = None
+
+
+def embed_library(
+    clip,
+    paths: list[Path],
+    *,
+    embed_size: int = 448,
+    cache=None,
+    batch_size: int = 32,
+    log: Callable[[str], None] | None = None,
+    exposure: bool = False,
+    workers: int | None = None,
+) -> LibraryEmbeddings:
+    """L2-normalised CLIP embeddings of the photos in ``paths``; unreadable files are skipped with a reason.
+
+    ``cache``: an :class:`~training.embedding_cache.EmbeddingCache` or None. ``exposure``: also compute the
+    exposure statistics used to pick backlit candidates (cached as well). ``log``: progress lines.
+    """
+    from .select_backlit import EXPOSURE_PREP, exposure_features
+
+    paths = [Path(p) for p in paths]
+    space, prep = space_key(clip), prep_key(clip, embed_size)
+    have_emb = cache.keys(space, prep) if cache is not None else frozenset()
+    have_exp = cache.keys("exposure", f"{EXPOSURE_PREP}/{embed_size}") if cache is not None and exposure \
+        else frozenset()
+    size = clip.input_size
+
+    def work(path: Path) -> _Item:
+        try:
+            data = path.read_bytes()
+            if not data:
+                return _Item(error="not an image (file is empty)")
+            sha = hashlib.sha256(data).hexdigest()
+            need_emb, need_exp = sha not in have_emb, exposure and sha not in have_exp
+            if not (need_emb or need_exp):
+                return _Item(sha)
+            im = load_reduced(path, data, embed_size, size)
+            return _Item(sha, clip_crop(im, size) if need_emb else None,
+                         exposure_features(np.asarray(im)) if need_exp else None)
+        except Exception as e:  # noqa: BLE001 - one bad photo must not stop a library
+            return _Item(error=_reason(e))
+
+    mean = torch.tensor(clip.mean, dtype=torch.float32).view(1, 3, 1, 1) * 255
+    std = torch.tensor(clip.std, dtype=torch.float32).view(1, 3, 1, 1) * 255
+    computed: dict[str, np.ndarray] = {}
+    new_exp: dict[str, np.ndarray] = {}
+    batch: list[tuple[str, np.ndarray]] = []
+
+    def flush():
+        if not batch:
+            return
+        x = torch.from_numpy(np.stack([p for _, p in batch])).permute(0, 3, 1, 2).float()
+        x = ((x - mean) / std).to(clip.device)
+        with torch.inference_mode():
+            e = clip.embed_prepared(x, normalize=True).float().cpu().numpy()
+        fresh = {sha: e[i] for i, (sha, _) in enumerate(batch)}
+        computed.update(fresh)
+        if cache is not None:
+            cache.put_many(fresh, space, prep)
+        batch.clear()
+
+    ok: list[tuple[Path, str]] = []
+    skipped: list[tuple[Path, str]] = []
+    if not workers:  # on a CPU, decode threads take cores from the forward pass: one per two cores is ample
+        cores = os.cpu_count() or 2  # (a photo decodes in ~30 ms of CPU, a ViT-B-32 forward takes ~0.4 s)
+        workers = min(8, cores) if clip.device.type != "cpu" else max(1, min(8, cores // 2))
+    window = max(2 * batch_size, 4 * workers)  # decoded-ahead photos: bounds memory, keeps the pool busy
+    with ThreadPoolExecutor(workers, thread_name_prefix="embed-decode") as pool:
+        pending: deque = deque()
+        it = iter(paths)
+        for p in it:
+            pending.append((p, pool.submit(work, p)))
+            if len(pending) >= window:
+                break
+        done = 0
+        while pending:
+            path, fut = pending.popleft()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(work, nxt)))
+            item = fut.result()
+            done += 1
+            if item.error:
+                skipped.append((path, item.error))
+                continue
+            ok.append((path, item.sha))
+            if item.exposure is not None:
+                new_exp[item.sha] = item.exposure
+            if item.pixels is not None and item.sha not in computed and all(s != item.sha for s, _ in batch):
+                batch.append((item.sha, item.pixels))
+                if len(batch) >= batch_size:
+                    flush()
+                    if log:
+                        log(f"embedded {len(computed)} new photos ({done}/{len(paths)} read)")
+        flush()
+    if cache is not None and new_exp:
+        cache.put_many(new_exp, "exposure", f"{EXPOSURE_PREP}/{embed_size}")
+
+    hashes = [s for _, s in ok]
+    from_cache = cache.get_many([s for s in hashes if s not in computed], space, prep) if cache is not None else {}
+    vectors = {**from_cache, **computed}
+    missing = [p for p, s in ok if s not in vectors]
+    if missing:  # a cache row vanished between keys() and get_many() (another process pruned it): redo them
+        again = embed_library(clip, missing, embed_size=embed_size, cache=None, batch_size=batch_size,
+                              exposure=False, workers=workers)
+        vectors.update(zip(again.hashes, again.embeddings.numpy()))
+        skipped += again.skipped
+        ok = [(p, s) for p, s in ok if s in vectors]
+        hashes = [s for _, s in ok]
+    dim = clip.dim
+    emb = torch.from_numpy(np.stack([vectors[s] for s in hashes]).astype(np.float32)) if hashes \
+        else torch.zeros(0, dim)
+    exp = None
+    if exposure:
+        cached_exp = cache.get_many([s for s in hashes if s not in new_exp], "exposure",
+                                    f"{EXPOSURE_PREP}/{embed_size}") if cache is not None else {}
+        allexp = {**cached_exp, **new_exp}
+        exp = np.stack([allexp[s] for s in hashes]) if hashes and all(s in allexp for s in hashes) else None
+        if hashes and exp is None:  # stats lost from the cache: recompute them for all (rare)
+            exp = np.stack([exposure_features(np.asarray(load_reduced(p, p.read_bytes(), embed_size, size)))
+                            for p, _ in ok])
+    return LibraryEmbeddings(paths=[p for p, _ in ok], embeddings=emb, skipped=skipped, hashes=hashes,
+                             exposure=exp, n_embedded=len(computed), n_cached=len(from_cache))

@@ -1,0 +1,1 @@
+"""Recipes that reproduce the models this project ships, one command each."""
