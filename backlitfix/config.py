@@ -135,6 +135,8 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
+    niqe_params: Path | None = _opt(allowed="the NIQE pristine-model file (.mat or .npz), or null",
+                                    check=_check_nonempty)
     lpips_backbone: Path | None = _opt(allowed="a file of ImageNet AlexNet weights, or null (no LPIPS)",
                                        check=_check_nonempty)
     inception_weights: Path | None = _opt(allowed="a file of FID Inception weights, or null (no FID)",

@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -459,8 +460,8 @@ def test_cli_size_mismatch_and_missing_match_name_the_files(folders):
 
 
 def test_cli_lpips_from_config_in_a_real_process_without_network(folders, tmp_path):
-    """The console entry point in its own process: LPIPS from the config's backbone file, FID absent with
-    its reason. (Network access is refused by the fixture only in-process; here the machine has none.)"""
+    """`backlitfix eval` in its own process: LPIPS from the config's backbone file, FID absent with its
+    reason. Where Linux lets us, the process runs in a network namespace without any network."""
     import torchvision
 
     res, gt, _ = folders
@@ -470,7 +471,9 @@ def test_cli_lpips_from_config_in_a_real_process_without_network(folders, tmp_pa
     conf.write_text(f"eval:\n  lpips_backbone: {json.dumps(str(tmp_path / 'alex.pth'))}\n")
     env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "noconfig"),
            N.PARAMS_ENV: str(shared_path("metrics", "niqe_image_params.mat"))}
-    p = subprocess.run([sys.executable, "-m", "backlitfix.cli", "eval", "--gt", str(gt), "--suffix", "_fixed",
+    isolate = ["unshare", "-rn"] if shutil.which("unshare") and subprocess.run(
+        ["unshare", "-rn", "true"], capture_output=True, check=False).returncode == 0 else []
+    p = subprocess.run([*isolate, sys.executable, "-m", "backlitfix.cli", "eval", "--gt", str(gt), "--suffix", "_fixed",
                         "--config", str(conf), "--json", "--", str(res)], capture_output=True, text=True, env=env, check=False)
     assert p.returncode == 0, p.stderr
     doc = json.loads(p.stdout)

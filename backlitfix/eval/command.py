@@ -91,7 +91,7 @@ def as_csv(ev) -> str:
 @click.option("--suffix", default="", help="Suffix to strip from result names before matching, e.g. _fixed.")
 @click.option("--niqe-params", type=click.Path(dir_okay=False, path_type=Path),
               help="NIQE pristine model (niqe_image_params.mat of the NIQE release) [default: "
-                   "$BACKLITFIX_NIQE_PARAMS].")
+                   "config eval.niqe_params, else $BACKLITFIX_NIQE_PARAMS].")
 @click.option("--json", "as_json_flag", is_flag=True, help="Print JSON on stdout instead of the table.")
 @click.option("--csv", "csv_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the rows and the mean to this CSV file (the table still prints).")
@@ -118,7 +118,8 @@ def eval_cmd(results_dir, gt_dir, input_dir, suffix, niqe_params, as_json_flag, 
     except ConfigError as e:
         fail_usage(str(e))
     try:
-        ev = evaluate(results_dir, gt_dir=gt_dir, input_dir=input_dir, suffix=suffix, niqe_params=niqe_params,
+        ev = evaluate(results_dir, gt_dir=gt_dir, input_dir=input_dir, suffix=suffix,
+                      niqe_params=niqe_params or cfg.eval.niqe_params,
                       lpips_backbone=cfg.eval.lpips_backbone, inception_weights=cfg.eval.inception_weights,
                       max_pixels=cfg.input.max_pixels, on_error=lambda line: click.echo(f"error: {line}", err=True))
     except OSError as e:  # a folder that cannot be listed
