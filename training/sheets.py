@@ -21,8 +21,8 @@ def loss_curve(history, path: Path, title: str = "") -> None:
 
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     phases = list(dict.fromkeys(history.phases))
-    for phase in phases:
-        pts = [(s, v) for s, p, v in zip(history.steps, history.phases, history.losses) if p == phase]
+    for phase in phases:  # x: position in the run, so phases follow one another as they happened
+        pts = [(i + 1, v) for i, (p, v) in enumerate(zip(history.phases, history.losses)) if p == phase]
         if not pts:
             continue
         s, v = np.array(pts).T
@@ -36,7 +36,7 @@ def loss_curve(history, path: Path, title: str = "") -> None:
     vals = [v for v in history.losses if v > 0]
     if vals and max(vals) / min(vals) > 100:
         ax.set_yscale("log")
-    ax.set_xlabel("step (network steps; prompt steps counted separately)")
+    ax.set_xlabel("iteration (network and prompt phases in the order they ran)")
     ax.set_ylabel("loss")
     ax.set_title(title or "training loss")
     ax.legend(loc="upper right", fontsize=8)
@@ -76,13 +76,15 @@ def before_after_sheet(net: torch.nn.Module, paths: list[Path], path: Path, *, c
         rows.append((before, after))
     if not rows:
         return
-    cell = long_side + 8
-    sheet = Image.new("RGB", (2 * cell + 8, len(rows) * cell + 28), (24, 24, 24))
+    cell_w = long_side + 8
+    heights = [max(b.shape[0], a.shape[0]) + 8 for b, a in rows]  # rows as tall as their photos
+    sheet = Image.new("RGB", (2 * cell_w + 8, sum(heights) + 28), (24, 24, 24))
     draw = ImageDraw.Draw(sheet)
-    draw.text((8 + cell // 2 - 20, 8), "before", fill=(220, 220, 220))
-    draw.text((8 + cell + cell // 2 - 16, 8), "after", fill=(220, 220, 220))
-    for r, (before, after) in enumerate(rows):
+    draw.text((8 + cell_w // 2 - 20, 8), "before", fill=(220, 220, 220))
+    draw.text((8 + cell_w + cell_w // 2 - 16, 8), "after", fill=(220, 220, 220))
+    top = 28
+    for (before, after), h in zip(rows, heights):
         for c, img in enumerate((before, after)):
-            h, w = img.shape[:2]
-            sheet.paste(Image.fromarray(img), (8 + c * cell + (long_side - w) // 2, 28 + r * cell + (long_side - h) // 2))
+            sheet.paste(Image.fromarray(img), (8 + c * cell_w + (long_side - img.shape[1]) // 2, top))
+        top += h
     atomic_write(path, lambda f: sheet.save(f, format="JPEG", quality=88))
