@@ -229,8 +229,9 @@ def test_wheel_carries_the_plugins_and_installs_from_them(tmp_path):
     assert "backlitfix-lightroom = backlitfix.plugins.command:lightroom_main" in entry_points
 
     prefix = tmp_path / "prefix"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--prefix", str(prefix),
-                    str(wheel)], check=True, capture_output=True, timeout=300)
+    # --ignore-installed: without it pip uninstalls the environment's own backlitfix (pip's --prefix bug)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--ignore-installed",
+                    "--prefix", str(prefix), str(wheel)], check=True, capture_output=True, timeout=300)
     site = next(prefix.glob("lib/python*/site-packages"))
     home = tmp_path / "home"
     code = ("import backlitfix.plugins as p, sys; print(p.plugins_root()); "
