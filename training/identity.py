@@ -61,6 +61,7 @@ class IdentityFeatures:
     """Feature maps for the identity loss from a separate tower (``identity: RN101``)."""
 
     def __init__(self, clip: Clip):
+        clip.model.visual.to(memory_format=torch.channels_last)  # a ResNet: NHWC convolutions are faster
         self.tower = Tower(clip)
         self.clip = clip
 

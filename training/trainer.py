@@ -105,7 +105,8 @@ class Trainer:
                  *, welllit: ImageSet | None = None, log=None, progress: bool | None = None):
         self.s = settings
         self.device = torch.device(settings.device)
-        self.net = net.to(self.device).train()
+        # NHWC: oneDNN's (and cuDNN's) fast convolution layout; with bf16 it halves a CPU step here
+        self.net = net.to(self.device).to(memory_format=torch.channels_last).train()
         self.objective = objective
         self.backlit = backlit
         self.welllit = welllit
@@ -201,7 +202,7 @@ class Trainer:
     def _net_step(self, phase: str) -> tuple[float, dict]:
         idx = torch.randint(len(self.backlit), (min(self.s.batch_size, len(self.backlit)),), generator=self.gen)
         x = self.backlit.batch(idx, self.device)
-        x = self.augment.apply(x, self.augment.draw(len(idx), self.gen))
+        x = self.augment.apply(x, self.augment.draw(len(idx), self.gen)).contiguous(memory_format=torch.channels_last)
         with self._autocast():
             L = self.net(x)
             enhanced = (x / (L.float() + EPS)).clamp(0, 1)
