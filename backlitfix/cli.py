@@ -11,14 +11,20 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from training.cli_residual import explain, residual
+from training.cli_train import train
 
-from .cli_options import EXIT_FAILED, EXIT_OK, fail_usage, load_cli_config, photo_options
+from . import __version__
+from .cli_options import (
+    EXIT_FAILED,
+    EXIT_OK,
+    fail_usage,
+    load_cli_config,
+    photo_options,
+)
 from .eval.command import eval_cmd
 from .plugins.command import plugins
 from .watch.command import watch
-from training.cli_train import train
-from training.cli_residual import explain, residual
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
