@@ -35,7 +35,10 @@ def test_default_model_loads_with_complete_metadata():
     net, info = load_model(shipped())
     assert sum(t.numel() for t in net.state_dict().values()) == N_PARAMETERS
     assert resolve(None).path == shipped()
-    assert info.method == "zero-reference+stats-residual"
+    s = info.extra["settings"]
+    # distillation alone, or followed by the zero-reference + statistics-residual phase: the label says which
+    distill_only = s["distill_steps"] >= s["steps"]
+    assert info.method == ("zero-reference-distillation" if distill_only else "zero-reference+stats-residual")
     assert "no pretrained weights" in info.guidance
     for key in ("training_data", "date", "version"):
         assert getattr(info, key), key
@@ -151,6 +154,24 @@ def test_illumination_target_lifts_darks_and_leaves_brights():
     newly = ((out.amax(1) > 1.0) & (scene.amax(1) < 0.97)).float().mean()
     assert float(newly) < 0.01
     assert float(zr.distillation(L, L)) < 1e-2
+
+
+def test_black_point_leaves_detail_less_black_alone_and_still_lifts_dark_detail():
+    g = torch.Generator().manual_seed(3)
+    noise = torch.rand(1, 3, 64, 64, generator=g)
+    night = 0.004 + noise * 0.006  # a black night sky: only sensor noise
+    shadow = 0.04 + noise * 0.1  # a dark subject with texture
+    plain_night, kept_night = zr.illumination_target(night), zr.illumination_target(night, black=0.04)
+    assert float(plain_night.mean()) < 0.25  # without a black point the noise is lifted 4x or more
+    assert float(kept_night.mean()) > 0.6  # with it, lifted much less
+    assert float(zr.illumination_target(shadow, black=0.04).mean()) < 0.4  # the subject is still lifted
+    # the tone order of levels is kept: a brighter input illumination never comes out darker
+    T = torch.linspace(1 / 255, 1, 500)
+    out = T * zr.lift_gain(T, 7.0, 0.95, 0.04)
+    assert bool((out[1:] >= out[:-1]).all())
+    # the exposure term no longer asks for the black patches to be pulled up
+    assert float(zr.exposure(night, original=night, black=0.04)) < 0.15 * float(zr.exposure(night))
+    assert float(zr.exposure(shadow, original=shadow, black=0.04)) > 0.9 * float(zr.exposure(shadow))
 
 
 def test_stats_residual_points_from_dark_to_bright():

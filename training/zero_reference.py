@@ -41,19 +41,30 @@ def guided_filter(guide: torch.Tensor, src: torch.Tensor, r: int, eps: float) ->
     return box(a, r) * guide + box(b, r)
 
 
-def lift_gain(T: torch.Tensor, max_gain: float, knee: float) -> torch.Tensor:
-    """Gain for an illumination level T: ``max_gain`` at T = 0, falling smoothly to 1 at T >= ``knee``.
+def smoothstep(x: torch.Tensor) -> torch.Tensor:
+    x = x.clamp(0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+def lift_gain(T: torch.Tensor, max_gain: float, knee: float, black: float = 0.0) -> torch.Tensor:
+    """Gain for an illumination level T: about ``max_gain`` for dark T, falling smoothly to 1 at T >= ``knee``.
 
     log g = log(max_gain) * (1 - T/knee)^2. The output illumination T * g stays monotonic in T for
     max_gain < e^2 (its log-slope is 1 - log(max_gain)/2 at worst), so the tone order of regions is kept.
+    Below ``black`` the gain rolls off (smoothstep in T) towards 1: illumination that dark holds no detail
+    the camera kept, only noise and JPEG blocks, and lifting a night sky into grey mush is worse than
+    leaving it black. T * g is still increasing there, since both factors are.
     """
     s = (1.0 - T / knee).clamp(min=0.0) ** 2
+    if black > 0:
+        s = s * smoothstep(T / black)
     return torch.exp(math.log(max_gain) * s)
 
 
 @torch.no_grad()
 def illumination_target(
-    img: torch.Tensor, *, max_gain: float = 6.0, knee: float = 0.8, dilate: int = 3, radius: int = 12, eps: float = 1e-2
+    img: torch.Tensor, *, max_gain: float = 6.0, knee: float = 0.8, dilate: int = 3, radius: int = 12, eps: float = 1e-2,
+    black: float = 0.0,
 ) -> torch.Tensor:
     """The L a zero-reference retinex correction would use: L = 1 / g(T), T the local illumination.
 
@@ -65,7 +76,7 @@ def illumination_target(
     md = F.max_pool2d(m, 2 * dilate + 1, stride=1, padding=dilate)
     T = guided_filter(luma(img), md, radius, eps).clamp(1 / 255, 1.0)
     T = torch.maximum(T, box(m, 1))  # never below the local brightest channel: no new clipping
-    return 1.0 / lift_gain(T, max_gain, knee)
+    return 1.0 / lift_gain(T, max_gain, knee, black)
 
 
 def distillation(L: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -74,14 +85,20 @@ def distillation(L: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(d * d + 1e-6).mean()
 
 
-def exposure(enhanced: torch.Tensor, level: float = 0.45, patch: int = 16) -> torch.Tensor:
+def exposure(enhanced: torch.Tensor, level: float = 0.45, patch: int = 16,
+             original: torch.Tensor | None = None, black: float = 0.0) -> torch.Tensor:
     """Zero-DCE exposure control, one-sided: patches darker than ``level`` are pulled up; brighter ones are free.
 
     Backlit photos have correctly exposed (or clipped) bright parts; pulling them toward a mid level,
-    as Zero-DCE's two-sided form does, would darken skies.
+    as Zero-DCE's two-sided form does, would darken skies. With ``original`` and ``black``, patches whose
+    input brightest channel averages below ``black`` count less (smoothstep): they are noise, not shadow.
     """
     m = F.avg_pool2d(luma(enhanced), patch, stride=patch, ceil_mode=True)
-    return F.relu(level - m).pow(2).mean()
+    d = F.relu(level - m).pow(2)
+    if original is not None and black > 0:
+        mi = F.avg_pool2d(original.amax(1, keepdim=True), patch, stride=patch, ceil_mode=True)
+        d = d * smoothstep(mi / black)
+    return d.mean()
 
 
 def colour_constancy(enhanced: torch.Tensor, original: torch.Tensor | None = None) -> torch.Tensor:
