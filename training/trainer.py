@@ -129,6 +129,10 @@ class Trainer:
         self._opt_pair = (torch.optim.Adam(self.pair.parameters(), lr=settings.pair_lr, weight_decay=1e-3)
                           if self.pair is not None else None)
         self._views: dict[str, torch.Tensor] = {}
+        self._psnr_buf = deque([0.0] * 30, maxlen=30)  # warm-up PSNR(I, Ĩ), for the collapse guard
+        self._since_init = 0  # warm-up steps since the network was (re)initialised
+        self._loss_buf: deque[float] = deque(maxlen=30)  # -loss of the last guided steps, for "best"
+        self._best_score = -math.inf
         self._draws: torch.Tensor | None = None
 
     # -- schedule -------------------------------------------------------------------------------------------
@@ -136,6 +140,11 @@ class Trainer:
     @property
     def total_steps(self) -> int:
         return self.s.warmup_steps + self.s.steps
+
+    @property
+    def total_iterations(self) -> int:
+        """Every iteration of the run, network and prompt phases together (what progress counts)."""
+        return sum(n for _, n in self.plan())
 
     def plan(self) -> list[tuple[str, int]]:
         """The phases in order with their lengths: ("init", n), ("warmup", n), then ("enhance", n) /
@@ -231,13 +240,10 @@ class Trainer:
 
     # -- warm-up collapse guard (§5.3) ----------------------------------------------------------------------
 
-    _psnr_buf: deque
-    _since_init: int = 0
-
     def _collapse_guard(self, value: float) -> None:
         """While warming up, a 30-step mean PSNR(I, Ĩ) under 8 dB after 100 steps means the network has
         collapsed (e.g. L → 0): re-initialise it with a fresh optimiser and extend the warm-up by 100 steps."""
-        buf = self.__dict__.setdefault("_psnr_buf", deque([0.0] * 30, maxlen=30))
+        buf = self._psnr_buf
         buf.append(value)
         self._since_init += 1
         if sum(buf) / 30 < 8 and self._since_init > 100:
@@ -249,11 +255,11 @@ class Trainer:
                      f"warm-up extended to {self.s.warmup_steps} steps")
 
     def _track_best(self, loss: float) -> None:
-        buf = self.__dict__.setdefault("_loss_buf", deque(maxlen=30))
+        buf = self._loss_buf
         buf.append(-loss)
         if self.step % 20 == 0 and len(buf) == buf.maxlen:
             score = sum(buf) / len(buf)
-            if score > self.__dict__.get("_best_score", -math.inf):
+            if score > self._best_score:
                 self._best_score = score
                 self.best = copy.deepcopy(self.net.state_dict())
 
@@ -411,10 +417,8 @@ class Trainer:
             return None
         from tqdm import tqdm
 
-        total = self.total_steps + (self.s.prompt_init_steps if self.pair is not None else 0) + \
-            sum(n for p, n in self.plan() if p == "refine")
         done = self.step + self.pair_step
-        return tqdm(total=total, initial=done, unit="step", file=sys.stderr, dynamic_ncols=True)
+        return tqdm(total=self.total_iterations, initial=done, unit="step", file=sys.stderr, dynamic_ncols=True)
 
     def _report(self, bar, phase: str, loss: float, parts: dict) -> None:
         if bar is not None:
@@ -424,8 +428,7 @@ class Trainer:
         done = self.step + self.pair_step
         if done % 50 == 0:
             elapsed = self.history.seconds
-            total = self.total_steps + self.s.prompt_init_steps + sum(n for p, n in self.plan() if p == "refine") \
-                if self.pair is not None else self.total_steps
+            total = self.total_iterations
             eta = elapsed / max(done, 1) * max(total - done, 0)
             self.log(f"{phase} step {done}/{total} loss {loss:.4g} ETA {eta / 60:.1f} min")
 
