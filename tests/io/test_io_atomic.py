@@ -116,3 +116,72 @@ def test_interrupt_cleans_up_and_propagates(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         atomic_write(tmp_path / "out.jpg", write)
     assert list(tmp_path.iterdir()) == []
+
+
+# -- long names and temporary files a killed run left ---------------------------------------------
+
+
+@pytest.mark.parametrize("length", [242, 250, 255])
+def test_names_up_to_the_filesystem_limit_are_written(tmp_path, length):
+    """The temporary name adds 14 bytes: a 242-255 byte name used to fail with 'File name too long'."""
+    name = ("é" * 200).encode()[: length - 4].decode("utf-8", "ignore")
+    name = name + "x" * (length - 4 - len(name.encode())) + ".jpg"
+    assert len(name.encode()) == length
+    seen = []
+
+    def write(f):
+        seen.append(Path(f.name).name)
+        f.write(b"data")
+
+    atomic_write(tmp_path / name, write)
+    assert (tmp_path / name).read_bytes() == b"data" and leftovers(tmp_path) == []
+    tmp = seen[0]
+    assert len(os.fsencode(tmp)) <= 255 and tmp.startswith(".éé") and tmp.endswith(".tmp")
+    assert atomic_module.is_temp_of(tmp, name)  # a later run recognises it as ours
+
+
+def _killed_writer(dest: Path, ready) -> None:
+    """A child process that starts an atomic write and is killed in the middle of it."""
+    def write(f):
+        f.write(b"half")
+        f.flush()
+        ready.set()
+        import time
+        time.sleep(60)
+
+    atomic_write(dest, write)
+
+
+def test_stale_temporary_files_are_removed_but_live_ones_and_strangers_stay(tmp_path):
+    import multiprocessing as mp
+    import signal
+
+    ctx = mp.get_context("fork")
+    dead_dest, live_dest = tmp_path / "a.jpg", tmp_path / ("b" * 250 + ".tif")
+    for dest in (dead_dest, live_dest):
+        ready = ctx.Event()
+        p = ctx.Process(target=_killed_writer, args=(dest, ready))
+        p.start()
+        assert ready.wait(20)
+        if dest is dead_dest:
+            os.kill(p.pid, signal.SIGKILL)
+            p.join()
+        else:
+            live = p
+    try:
+        stranger = tmp_path / ".a.jpg.abcdefgh.part"  # not our pattern
+        other = tmp_path / ".c.jpg.abcdefgh.tmp"  # our pattern, but not a file this run writes
+        for f in (stranger, other):
+            f.write_bytes(b"theirs")
+        temps = leftovers(tmp_path)
+        assert len(temps) == 3  # the killed one, the live one, `other`
+        removed = atomic_module.remove_stale_temps([dead_dest, live_dest])
+        assert [p.name for p in removed] == [t for t in temps if t.startswith(".a.jpg.")]
+        assert sorted(leftovers(tmp_path)) == sorted(t for t in temps if not t.startswith(".a.jpg."))
+        assert stranger.exists() and other.exists()
+    finally:
+        live.kill()
+        live.join()
+    # once its writer is gone, the long-named one is stale too
+    assert [p.name for p in atomic_module.remove_stale_temps([live_dest])] != []
+    assert leftovers(tmp_path) == [other.name]
