@@ -29,6 +29,10 @@ L_FLOOR = 1e-3  # L below this would multiply the input by more than 1000: treat
 LUMA = (0.299, 0.587, 0.114)
 STRIP_ROWS = 256  # rows per full-resolution strip on the CPU: a few MB per temporary
 
+# Decides a photo's strength from (small, L): the (1, 3, h, w) float32 CPU input in [0, 1] at the working
+# resolution and the network's (h, w) float32 CPU illumination map for it (before floor and strength).
+StrengthRule = Callable[[torch.Tensor, torch.Tensor], float]
+
 
 def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
@@ -224,13 +228,15 @@ class Enhancer:
             return self.net(x).float()
 
     @torch.no_grad()
-    def enhance(self, pixels: np.ndarray, strength: float = 1.0, out: np.ndarray | None = None,
+    def enhance(self, pixels: np.ndarray, strength: float | StrengthRule = 1.0, out: np.ndarray | None = None,
                 on_L: Callable[[torch.Tensor], None] | None = None) -> np.ndarray:
         """Correct H x W x 3 uint8/uint16 pixels; returns an array of the same type (``out`` may be ``pixels``).
 
-        ``on_L``, if given, receives the illumination map at about the working resolution (h x w float32
-        on the CPU, block-averaged in exact mode; read-only) for previews such as the report. Not called at
-        strength 0. Without it, nothing extra is computed.
+        ``strength`` is a number, or a `StrengthRule` called once per photo, before any output pixel is
+        written, with the working-resolution input and its raw L; what it returns (clamped to [0, 2]) is
+        applied. ``on_L``, if given, receives the illumination map at about the working resolution (h x w
+        float32 on the CPU, block-averaged in exact mode; read-only) for previews such as the report. Not
+        called at strength 0. Without it, nothing extra is computed.
         """
         if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype not in (np.uint8, np.uint16):
             raise ValueError(f"expected H x W x 3 uint8 or uint16 pixels, got {pixels.shape} {pixels.dtype}")
@@ -238,6 +244,10 @@ class Enhancer:
         if H < 2 or W < 2:
             raise ValueError(f"image of {W}x{H} pixels is too small (at least 2x2)")
         out = np.empty_like(pixels) if out is None else out
+        if self.mode == "exact" and callable(strength):
+            # One cheap pass at the working resolution decides; the tiled passes then apply it.
+            small = self._small(pixels)
+            strength = _decide(strength, small, self.illumination(small)[0, 0].cpu())
         if strength == 0.0:
             out[...] = pixels
         elif self.mode == "exact":
@@ -245,6 +255,12 @@ class Enhancer:
         else:
             self._fast(pixels, strength, out, on_L)
         return out
+
+    def _small(self, pixels: np.ndarray) -> torch.Tensor:
+        """The photo at the working resolution, (1, 3, h, w) float32 on the CPU: what fast mode's network sees."""
+        H, W = pixels.shape[:2]
+        h, w = working_size(H, W, self.working_megapixels)
+        return to_float(pixels) if (h, w) == (H, W) else downscale(pixels, h, w)
 
     def _exact(self, pixels, strength, out, on_L=None):
         net = self.net.to(memory_format=torch.contiguous_format).float()
@@ -262,20 +278,24 @@ class Enhancer:
 
     def _fast(self, pixels, strength, out, on_L=None):
         H, W = pixels.shape[:2]
-        h, w = working_size(H, W, self.working_megapixels)
+        small = self._small(pixels)
+        h, w = small.shape[-2:]
+        L = self.illumination(small)
+        if callable(strength):
+            strength = _decide(strength, small, L[0, 0].cpu())
+            if strength == 0.0:
+                out[...] = pixels
+                return
+        if on_L:
+            on_L(L[0, 0].cpu())
         step = H if self.device.type != "cpu" else STRIP_ROWS  # a GPU takes the photo in one go
         if (h, w) == (H, W):  # the photo is no larger than the working size: one pass is exact already
-            L = self.illumination(to_float(pixels))[0, 0]
-            if on_L:
-                on_L(L.cpu())
+            L = L[0, 0]
             for r0 in range(0, H, step):
                 rows = slice(r0, min(H, r0 + step))
                 store(out, rows, slice(None), apply_gain(to_hwc(pixels[rows], self.device), L[rows], strength))
             return
-        small = downscale(pixels, h, w).to(self.device)
-        L = self.illumination(small)
-        if on_L:
-            on_L(L[0, 0].cpu())
+        small = small.to(self.device)
         Ys = luminance(small)
         a, _ = guided_coefficients(Ys, L, self.guide_radius, self.guide_eps)  # local slope dL/dY
         up = GuidedUpsampler(L, Ys, a, W)
@@ -283,3 +303,11 @@ class Enhancer:
             r1 = min(H, r0 + step)
             img = to_hwc(pixels[r0:r1], self.device)
             store(out, slice(r0, r1), slice(None), apply_gain(img, up.rows(luminance_hwc(img), H, r0, r1), strength))
+
+
+def _decide(rule: StrengthRule, small: torch.Tensor, L: torch.Tensor) -> float:
+    """Ask a strength rule once; a number outside [0, 2] is clamped, a non-number is a bug worth naming."""
+    s = float(rule(small, L))
+    if not math.isfinite(s):
+        raise ValueError(f"the strength rule returned {s}")
+    return min(2.0, max(0.0, s))
