@@ -152,6 +152,7 @@ class Config:
     strength: float = _opt(ge=0, le=2)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = _opt()
     jobs: int = _opt(ge=0)
+    memory_budget_mb: int = _opt(ge=0)
     fast: FastConfig = _opt()
     exact: ExactConfig = _opt()
     input: InputConfig = _opt()

@@ -192,6 +192,8 @@ def test_duplicate_key_in_file(tmp_path):
         ("jobs: -1\n", "jobs", "an integer >= 0"),
         ("jobs: 2.5\n", "jobs", "an integer"),
         ("jobs: true\n", "jobs", "an integer"),  # bool is not an int here
+        ("memory_budget_mb: -5\n", "memory_budget_mb", "an integer >= 0"),
+        ("memory_budget_mb: 1.5GB\n", "memory_budget_mb", "an integer"),
         ("exact:\n  tile: 32\n", "exact.tile", "an integer >= 64"),
         ("fast:\n  guide_eps: 0\n", "fast.guide_eps", "a number > 0"),
         ("output:\n  jpeg_quality: 101\n", "output.jpeg_quality", "an integer from 1 to 100"),
