@@ -95,13 +95,13 @@ def test_ranking_loss_follows_eq5(order):
         200 * (_mr(b, w, 0.9) + _mr(b, new, 0.9) + _mr(new, w, 0.2)))
 
 
-def test_identity_loss_sums_the_batch_of_per_layer_means():
+def test_identity_loss_averages_the_batch_of_per_layer_means():
     torch.manual_seed(0)
     a = [torch.randn(3, 4, 5, 5) for _ in range(5)]
     b = [torch.randn(3, 4, 5, 5) for _ in range(5)]
     alpha = (1, 1, 1, 1, 0.5)
     want = sum(al * ((x[i] - y[i]) ** 2).mean() for al, x, y in zip(alpha, a, b) for i in range(3))
-    assert float(identity_loss(a, b, alpha)) == pytest.approx(float(want), rel=1e-5)
+    assert float(identity_loss(a, b, alpha)) == pytest.approx(float(want) / 3, rel=1e-5)
     assert float(identity_loss(a, a, alpha)) == 0
 
 
@@ -125,7 +125,7 @@ def test_rave_loss_matches_its_formula(clip):
     emb = clip.embed_images(y)
     res = ((emb @ F.normalize(r, dim=0) - 0.2) ** 2).mean()
     assert parts["residual"] == pytest.approx(float(res), rel=1e-4)
-    assert float(loss) == pytest.approx(1920 * float(res) + 22.5 * parts["identity"], rel=1e-4)
+    assert float(loss) == pytest.approx(1920 * float(res) + 22.5 * 8 * parts["identity"], rel=1e-4)
     assert obj.loss(x, x)[1]["identity"] == 0
 
 

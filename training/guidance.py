@@ -19,7 +19,8 @@ Paper vs code, and what we do (the project's rule: follow the paper where they d
   the default and the paper's value is one argument away.
 - RAVE: the loss is (⟨n(E(Ĩ)), r⟩ − ⟨v_wl, r⟩)², normalised embeddings, as the issue and the code specify; the
   paper's Eq. 12 writes an unnormalised Φ(I), which cannot be compared with the unit-length v_wl.
-- Identity loss: per-layer mean squared error (see identity.py for why).
+- Identity loss: per-layer mean squared error (see identity.py for why), averaged over the batch with the
+  reference's batch of 8 in its weight, so that the balance does not depend on the batch size.
 """
 from __future__ import annotations
 
@@ -30,12 +31,26 @@ from torch import nn
 from .clip import Clip
 from .identity import GUIDED_ALPHA, WARMUP_ALPHA, IdentityFeatures, Tower, identity_loss
 
-ID_WEIGHT = 0.9 * 25  # 22.5: identity weight in guided phases (§2.2)
-WARMUP_WEIGHT = 25.0
+# The reference's identity weights multiply a sum over its batch of 8; ours multiply the batch mean, so they
+# carry that batch size: batch 8 is the reference exactly, and the balance no longer moves with --batch-size.
+REFERENCE_BATCH = 8
+ID_WEIGHT = 0.9 * 25 * REFERENCE_BATCH  # 22.5 per image, summed over 8 images, in guided phases (§2.2)
+WARMUP_WEIGHT = 25.0 * REFERENCE_BATCH
 CLIP_WEIGHT = 16 * 20  # 320: batch-mean backlit probability (§2.2)
 RAVE_WEIGHT = 6 * 16 * 20  # 1920: batch-mean squared residual projection error (§4.2)
 MARGIN_WEIGHT = 200.0
 PROMPT_LENGTH = 16
+
+
+# The identity weights were tuned for RN101 feature maps. When the identity maps come from the guidance tower
+# instead (the default), they are rescaled by the measured ratio of the two towers' identity gradients, so the
+# identity : guidance balance matches the reference (bench/identity_balance.py, docs/training.md). An
+# architecture without a measurement keeps 1.
+IDENTITY_SCALE = {"ViT-B-32": 1.0}
+
+
+def identity_scale(clip: Clip) -> float:
+    return IDENTITY_SCALE.get(clip.name.split("/")[0], 1.0)
 
 
 class ClipObjective:
@@ -48,6 +63,7 @@ class ClipObjective:
         self.clip = clip
         self.tower = Tower(clip)
         self.identity = IdentityFeatures(identity_clip) if identity_clip is not None else None
+        self.id_scale = identity_scale(clip) if identity_clip is None else 1.0
 
     def _maps_in(self, original: torch.Tensor) -> list[torch.Tensor]:
         with torch.no_grad():
@@ -66,21 +82,21 @@ class ClipObjective:
     def warmup_loss(self, enhanced, original) -> tuple[torch.Tensor, dict[str, float]]:
         _, out, inp = self._forward(enhanced, original, embed=False)
         lid = identity_loss(out, inp, WARMUP_ALPHA)
-        return WARMUP_WEIGHT * lid, {"identity": lid.item()}
+        return WARMUP_WEIGHT * self.id_scale * lid, {"identity": lid.item()}
 
     def loss(self, enhanced, original, L=None, step: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
         emb, out, inp = self._forward(enhanced, original, embed=True)
         lid = identity_loss(out, inp, GUIDED_ALPHA)
         g, parts = self.guidance_loss(emb)
         parts["identity"] = lid.item()
-        return g + ID_WEIGHT * lid, parts
+        return g + ID_WEIGHT * self.id_scale * lid, parts
 
     def guidance_loss(self, emb: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
 
 
 class RaveObjective(ClipObjective):
-    """RAVE (§4.2): 1920 · mean_b (⟨n(E(P(Ĩ))), r⟩ − ⟨v_wl, r⟩)² + 22.5 · Σ_b L_id. No guidance to learn."""
+    """RAVE (§4.2): 1920 · mean_b (⟨n(E(P(Ĩ))), r⟩ − ⟨v_wl, r⟩)² + 22.5 · 8 · mean_b L_id. No guidance to learn."""
 
     name = "rave"
 
@@ -178,7 +194,7 @@ def ranking_loss(s_b, s_w, s_new=None, s_old=None, order: str = "paper") -> torc
 
 
 class PairObjective(ClipObjective):
-    """CLIP-LIT / CLIP-LIT-Latent network side (§2.2): 320 · mean_b S(Ĩ) + 22.5 · Σ_b L_id, pair frozen."""
+    """CLIP-LIT / CLIP-LIT-Latent network side (§2.2): 320 · mean_b S(Ĩ) + 22.5 · 8 · mean_b L_id, pair frozen."""
 
     def __init__(self, clip: Clip, pair: nn.Module, method: str, identity_clip: Clip | None = None,
                  temperature: float = 100.0, order: str = "paper"):
