@@ -32,12 +32,16 @@ class Photo:
     """Upright pixels (EXIF orientation applied) in the file's own colour space.
 
     ``pixels`` is H x W x 3, uint8 or uint16; kept in the native integer type so a 24 MP photo
-    costs 72 MB rather than 288 MB until the enhancer converts it strip by strip.
+    costs 72 MB rather than 288 MB until the enhancer converts it strip by strip. ``alpha`` is the
+    file's transparency (H x W, same type), None when it has none: the enhancer corrects only the
+    colour, and the encoder writes the alpha back unchanged (or flattens onto white, with a warning,
+    in a format that cannot carry it).
     """
 
     path: Path
     pixels: np.ndarray
     meta: Metadata
+    alpha: np.ndarray | None = None
 
     @property
     def megapixels(self) -> float:

@@ -9,7 +9,9 @@ import io
 import mmap
 import stat
 import struct
+import threading
 import zlib
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
@@ -21,15 +23,14 @@ from .formats import HEIC_HINT, format_of
 from .metadata import clean_exif, clean_file_exif, icc_colour_space, srgb_profile, xmp_orientation, xmp_upright
 from .orientation import upright
 from .raw import decode_raw
-from .tiff_ifd import TiffFormatError, TiffReader, image_data_end
+from .tiff_ifd import TiffFormatError, TiffReader, image_data_end, page_directories, sample_format
 
-# Our own limit (max_pixels) replaces Pillow's, so Pillow neither warns nor raises on its own terms
-Image.MAX_IMAGE_PIXELS = None
 # A truncated file is an error, never a silently grey-filled picture
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 _FORMATS = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "TIFF": "tiff", "WEBP": "webp", "HEIF": "heif"}
 _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
+_ALPHA_MODES = ("RGBA", "LA", "PA")
 _LOAD_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
 
 
@@ -44,7 +45,33 @@ def decode(path: Path | str, *, max_pixels: int) -> Photo:
     heif = format_of(path) == "heif" or (head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS)
     if heif and not _heif_available():
         raise PhotoError(path, HEIC_HINT)
-    return _decode_pillow(path, max_pixels)
+    with _own_size_limit():
+        return _decode_pillow(path, max_pixels)
+
+
+_limit_lock = threading.Lock()
+_limit_users = 0
+_pillow_limit: int | None = None
+
+
+@contextmanager
+def _own_size_limit():
+    """Pillow's process-wide decompression-bomb limit (89 MP warns, 179 MP fails) stands aside
+    while we read a file: ours (input.max_pixels) is checked from the header before any pixel is
+    decoded. Restored when the last concurrent decode ends, so importing backlitfix, or using
+    Pillow elsewhere in the process, keeps Pillow's own setting."""
+    global _limit_users, _pillow_limit
+    with _limit_lock:
+        if _limit_users == 0:
+            _pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        _limit_users += 1
+    try:
+        yield
+    finally:
+        with _limit_lock:
+            _limit_users -= 1
+            if _limit_users == 0:
+                Image.MAX_IMAGE_PIXELS = _pillow_limit
 
 
 def _head(path: Path) -> bytes:
@@ -86,7 +113,7 @@ def _decode_pillow(path: Path, max_pixels: int) -> Photo:
         try:
             im = Image.open(f, formats=_pillow_formats())
         except UnidentifiedImageError:
-            raise PhotoError(path, "not an image (unrecognised file content)") from None
+            raise PhotoError(path, _unsupported_tiff(f) or "not an image (unrecognised file content)") from None
         except _LOAD_ERRORS as e:
             raise PhotoError(path, f"damaged or truncated image ({e})") from None
         fmt = _FORMATS[im.format]
@@ -94,9 +121,11 @@ def _decode_pillow(path: Path, max_pixels: int) -> Photo:
         if w * h > max_pixels:
             raise PhotoError(path, f"image has {w * h} pixels, over the limit of {max_pixels} (input.max_pixels)")
         if fmt == "tiff":  # a TIFF's EXIF tags live in the file's own IFD0
-            exif, orientation, exif_warnings = _tiff_exif(path, f)
+            exif, orientation, exif_warnings, pages = _tiff_exif(path, f)
+        else:
+            pages = getattr(im, "n_frames", 1) if fmt in ("png", "webp") else 1
         try:
-            pixels, icc, warnings = _pixels(im, f, name)
+            pixels, alpha, icc, warnings = _pixels(im, f, name)
         except _LOAD_ERRORS as e:
             raise PhotoError(path, _load_error(fmt, e)) from None
         info = im.info  # complete only after loading (a PNG's eXIf may follow the pixel data)
@@ -110,22 +139,51 @@ def _decode_pillow(path: Path, max_pixels: int) -> Photo:
         orientation = xmp_orientation(xmp)
     if fmt != "heif":  # libheif has already applied the container's rotation and mirroring
         pixels = upright(pixels, orientation)
+        alpha = None if alpha is None else upright(alpha, orientation)
+    if pages > 1:
+        warnings.append(_pages_dropped(name, fmt, pages))
     meta = Metadata(exif=exif, icc=icc, xmp=xmp_upright(xmp) if xmp else None, source_format=fmt,
                     bit_depth=16 if pixels.dtype == np.uint16 else 8, warnings=warnings + exif_warnings)
-    return Photo(path, pixels, meta)
+    return Photo(path, pixels, meta, alpha=alpha)
 
 
-def _tiff_exif(path: Path, f) -> tuple[bytes | None, int | None, list[str]]:
+def _pages_dropped(name: str, fmt: str, n: int) -> str:
+    what, kind = ("page", "multi-page TIFF") if fmt == "tiff" else ("frame", f"animated {fmt.upper()}")
+    return f"{name}: {kind}: only {what} 1 of {n} is corrected; {n - 1} {what}{'s' * (n > 2)} dropped"
+
+
+def _tiff_exif(path: Path, f) -> tuple[bytes | None, int | None, list[str], int]:
     """EXIF from a TIFF's own directories, after checking the file holds all its image data
-    (libtiff's error for a cut file is an unhelpful 'decoder error -2')."""
+    (libtiff's error for a cut file is an unhelpful 'decoder error -2'); and how many full-size
+    pages the file has (reduced-resolution previews are not pages)."""
     with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
         try:
-            end = image_data_end(TiffReader(buf))
+            r = TiffReader(buf)
+            end = image_data_end(r)
         except TiffFormatError:  # BigTIFF: Pillow reads its pixels, this reader not its tags
-            return None, None, [f"{path.name}: BigTIFF tags are not read; EXIF not kept"]
+            return None, None, [f"{path.name}: BigTIFF tags are not read; EXIF not kept"], 1
         if end > len(buf):
             raise PhotoError(path, f"truncated TIFF (image data needs {end} bytes, the file has {len(buf)})")
-        return clean_file_exif(buf, path.name)
+        pages = sum(1 for d in page_directories(r) if not (_first(d, 0x00FE, r.endian) or 0) & 1)
+        return (*clean_file_exif(buf, path.name), max(pages, 1))
+
+
+def _first(entries: dict, tag: int, endian: str) -> int | None:
+    return entries[tag].first(endian) if tag in entries else None
+
+
+def _unsupported_tiff(f) -> str | None:
+    """Why Pillow could not open a TIFF, when the reason is its sample type (float, 32-bit)."""
+    try:
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            kind, bits = sample_format(TiffReader(buf))
+    except (TiffFormatError, OSError, ValueError):
+        return None
+    if kind == "float":
+        return f"{bits}-bit floating-point TIFF is not supported (save it as 8- or 16-bit integer TIFF)"
+    if bits > 16:
+        return f"{bits}-bit {kind} TIFF is not supported (save it as 8- or 16-bit TIFF)"
+    return None
 
 
 def _pillow_formats() -> list[str]:
@@ -149,38 +207,42 @@ def _rawmode(tile) -> str:
     return tile.args if isinstance(tile.args, str) else tile.args[0]
 
 
-def _pixels(im: Image.Image, f, name: str) -> tuple[np.ndarray, bytes | None, list[str]]:
-    """H x W x 3 uint8/uint16 pixels, the ICC profile that describes them, and warnings."""
+def _pixels(im: Image.Image, f, name: str) -> tuple[np.ndarray, np.ndarray | None, bytes | None, list[str]]:
+    """H x W x 3 uint8/uint16 colour, the H x W alpha channel (None when the file has none), the ICC
+    profile that describes the colour, and warnings."""
     icc = im.info.get("icc_profile") or None
     if im.mode in ("RGB", "RGBA") and im.tile and _rawmode(im.tile[0]).endswith((";16B", ";16L", ";16N")):
-        pixels, warnings = _flatten(_load_16bit(im, f), name)
-        return pixels, icc, warnings
+        return (*_split(_load_16bit(im, f)), icc, [])
     if im.mode.startswith("I;16") or im.mode == "I":  # 16-bit greyscale
         grey = np.asarray(im).clip(0, 65535).astype(np.uint16)
         warnings = []
         if icc and icc_colour_space(icc) != b"RGB ":
             warnings.append(f"{name}: greyscale ICC profile dropped (16-bit greyscale is stored as RGB)")
             icc = None
-        return np.repeat(grey[..., None], 3, axis=2), icc, warnings
+        return np.repeat(grey[..., None], 3, axis=2), None, icc, warnings
     if im.mode == "F":
         raise ValueError("32-bit floating-point images are not supported")
     im.load()
+    alpha = None
+    if im.mode in _ALPHA_MODES or "transparency" in im.info:  # or a PNG's tRNS (palette or colour key)
+        alpha = np.asarray((im if im.mode in _ALPHA_MODES else im.convert("RGBA")).getchannel("A"))
+        im = im.convert("L" if im.mode in ("LA", "L") else "RGB")  # greyscale may still need its ICC
     if icc and icc_colour_space(icc) != b"RGB ":
-        return _colour_managed(im, icc, name)
+        return _colour_managed(im, icc, name, alpha)
     if im.mode == "CMYK":
         warning = f"{name}: CMYK without an ICC profile; converted to RGB approximately"
-        return np.asarray(im.convert("RGB")), None, [warning]
+        return np.asarray(im.convert("RGB")), alpha, None, [warning]
     if im.mode == "RGB":
-        return np.asarray(im), icc, []
-    if "A" in im.mode or "transparency" in im.info:
-        pixels, warnings = _flatten(np.asarray(im.convert("RGBA")), name)
-        return pixels, icc, warnings
-    return np.asarray(im.convert("RGB")), icc, []
+        return np.asarray(im), alpha, icc, []
+    return np.asarray(im.convert("RGB")), alpha, icc, []
 
 
 def _load_16bit(im: Image.Image, f) -> np.ndarray:
     """16-bit RGB(A): Pillow decodes these to 8 bits, keeping each sample's high byte. Decoding a
-    second time with the byte order swapped yields the low bytes; together they are exact."""
+    second time with the byte order swapped yields the low bytes; together they are exact.
+    Associated (premultiplied) alpha is read as stored, and divided out here at full precision."""
+    premultiplied = _rawmode(im.tile[0]).startswith("RGBa")
+    im.tile = [_with_rawmode(t, _rawmode(t).replace("RGBa", "RGBA")) for t in im.tile]
     im.load()
     hi = np.asarray(im)
     f.seek(0)
@@ -189,28 +251,37 @@ def _load_16bit(im: Image.Image, f) -> np.ndarray:
     swap = {"B": "L", "L": "B", "N": {"L": "B", "B": "L"}[native]}
 
     def other_byte(tile):
-        mode = _rawmode(tile)
-        mode = mode[:-1] + swap[mode[-1]]
-        return tile._replace(args=mode if isinstance(tile.args, str) else (mode, *tile.args[1:]))
+        mode = _rawmode(tile).replace("RGBa", "RGBA")
+        return _with_rawmode(tile, mode[:-1] + swap[mode[-1]])
 
     lo_im.tile = [other_byte(t) for t in lo_im.tile]
     lo_im.load()
-    return (hi.astype(np.uint16) << 8) | np.asarray(lo_im)
+    px = (hi.astype(np.uint16) << 8) | np.asarray(lo_im)
+    return _unpremultiply(px) if premultiplied else px
 
 
-def _flatten(pixels: np.ndarray, name: str) -> tuple[np.ndarray, list[str]]:
-    """RGB from RGB or RGBA: transparent areas become white, as when a transparent image is printed."""
+def _with_rawmode(tile, mode: str):
+    return tile._replace(args=mode if isinstance(tile.args, str) else (mode, *tile.args[1:]))
+
+
+def _unpremultiply(px: np.ndarray) -> np.ndarray:
+    """Straight colour from colour premultiplied by alpha (TIFF ExtraSamples 1); alpha unchanged."""
+    top = np.iinfo(px.dtype).max
+    a = px[..., 3:].astype(np.float64)
+    rgb = np.where(a > 0, px[..., :3] * (top / np.maximum(a, 1)), 0)
+    return np.concatenate([np.rint(rgb.clip(0, top)).astype(px.dtype), px[..., 3:]], axis=2)
+
+
+def _split(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Colour and alpha, each in its own contiguous array: the enhancer gets only the colour, and
+    the encoder puts the alpha back unchanged."""
     if pixels.shape[2] == 3:
-        return pixels, []
-    top = np.iinfo(pixels.dtype).max
-    alpha = pixels[..., 3:].astype(np.float32) / top
-    if alpha.min() == 1.0:
-        return np.ascontiguousarray(pixels[..., :3]), []
-    rgb = pixels[..., :3] * alpha + top * (1.0 - alpha)
-    return np.rint(rgb).astype(pixels.dtype), [f"{name}: transparency flattened onto white"]
+        return pixels, None
+    return np.ascontiguousarray(pixels[..., :3]), np.ascontiguousarray(pixels[..., 3])
 
 
-def _colour_managed(im: Image.Image, icc: bytes, name: str) -> tuple[np.ndarray, bytes, list[str]]:
+def _colour_managed(im: Image.Image, icc: bytes, name: str,
+                    alpha: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None, bytes | None, list[str]]:
     """Non-RGB profiles (CMYK, greyscale) cannot describe RGB pixels: convert to sRGB through the
     embedded profile, so colours stay right, and attach an sRGB profile."""
     space = icc_colour_space(icc).decode("latin-1").strip()
@@ -218,6 +289,7 @@ def _colour_managed(im: Image.Image, icc: bytes, name: str) -> tuple[np.ndarray,
         src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         rgb = ImageCms.profileToProfile(im, src, ImageCms.createProfile("sRGB"), outputMode="RGB")
     except (ImageCms.PyCMSError, OSError, ValueError) as e:
-        return (np.asarray(im.convert("RGB")), None,
+        return (np.asarray(im.convert("RGB")), alpha, None,
                 [f"{name}: its {space} ICC profile could not be used ({e}); dropped, colours may shift"])
-    return np.asarray(rgb), srgb_profile(), [f"{name}: {im.mode} image with a {space} ICC profile converted to sRGB"]
+    return (np.asarray(rgb), alpha, srgb_profile(),
+            [f"{name}: {im.mode} image with a {space} ICC profile converted to sRGB"])

@@ -1,7 +1,8 @@
 """Writing a Photo to a file, atomically, with its metadata made true for the output.
 
 Every format that can hold them gets the EXIF (Orientation 1, Software, the output's pixel size, no
-thumbnail), the ICC profile byte for byte, and the XMP (Orientation 1).
+thumbnail), the ICC profile byte for byte, and the XMP (Orientation 1). A photo's alpha channel is
+written back unchanged; JPEG, which cannot hold one, gets the colour flattened onto white.
 """
 from __future__ import annotations
 
@@ -38,7 +39,6 @@ def encode(photo: Photo, dest: Path | str, *, fmt: str, quality: int = 95, softw
     px = photo.pixels
     if px.ndim != 3 or px.shape[2] != 3 or px.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"pixels must be H x W x 3 uint8 or uint16, not {px.shape} {px.dtype}")
-    px = np.ascontiguousarray(px)  # the writers slice rows as raw bytes
     dest = Path(dest)
     h, w = px.shape[:2]
     meta, name = photo.meta, photo.path.name
@@ -46,6 +46,15 @@ def encode(photo: Photo, dest: Path | str, *, fmt: str, quality: int = 95, softw
     def warn(message: str) -> None:
         if f"{name}: {message}" not in meta.warnings:
             meta.warnings.append(f"{name}: {message}")
+
+    alpha = _alpha_like(photo.alpha, px)
+    if alpha is not None and fmt == "jpeg":
+        if alpha.min() < np.iinfo(alpha.dtype).max:
+            warn("transparency flattened onto white (JPEG has no alpha channel)")
+            px = _flatten(px, alpha)
+    elif alpha is not None:
+        px = np.dstack([px, alpha])
+    px = np.ascontiguousarray(px)  # the writers slice rows as raw bytes
 
     exif = output_exif(meta.exif, width=w, height=h, software=software, tiff=fmt == "tiff")
     xmp = output_xmp(meta.xmp, width=w, height=h)
@@ -67,6 +76,24 @@ def encode(photo: Photo, dest: Path | str, *, fmt: str, quality: int = 95, softw
     else:
         writer = _heif(dest, px, exif_bytes, meta.icc, xmp, quality)
     atomic_write(dest, writer)
+
+
+def _alpha_like(alpha: np.ndarray | None, px: np.ndarray) -> np.ndarray | None:
+    """The alpha channel at the colour's size and depth (the colour may have changed depth)."""
+    if alpha is None:
+        return None
+    if alpha.shape != px.shape[:2]:
+        raise ValueError(f"alpha must be {px.shape[:2]} to match the pixels, not {alpha.shape}")
+    if alpha.dtype == px.dtype:
+        return alpha
+    return to_8bit(alpha) if px.dtype == np.uint8 else alpha.astype(np.uint16) * 257
+
+
+def _flatten(px: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Colour over white, as when a transparent image is printed."""
+    top = np.iinfo(px.dtype).max
+    a = alpha[..., None].astype(np.float32) / top
+    return np.rint(px * a + top * (1.0 - a)).astype(px.dtype)
 
 
 def to_8bit(px: np.ndarray) -> np.ndarray:
@@ -103,7 +130,8 @@ def _heif(dest: Path, px: np.ndarray, exif: bytes | None, icc: bytes | None, xmp
         raise PhotoError(dest, HEIC_HINT) from None
     h, w = px.shape[:2]
     # 16-bit pixels are stored as 10-bit HEIF, the depth HEIF viewers support
-    heif = pillow_heif.from_bytes(mode="RGB;16" if px.dtype == np.uint16 else "RGB", size=(w, h), data=px.tobytes())
+    mode = "RGBA" if px.shape[2] == 4 else "RGB"
+    heif = pillow_heif.from_bytes(mode=mode + ";16" if px.dtype == np.uint16 else mode, size=(w, h), data=px.tobytes())
     if icc:
         heif.info.update(icc_profile=icc, icc_profile_type="prof")
     # 4:2:0 always: Apple's decoders do not show 4:4:4 HEIC. x265's "ultrafast" preset: a 24 MP

@@ -160,6 +160,27 @@ def image_data_end(r: TiffReader) -> int:
     return end
 
 
+def page_directories(r: TiffReader, limit: int = 10_000) -> list[dict[int, Entry]]:
+    """The directories of the IFD chain (a multi-page file's pages; SubIFDs not included)."""
+    pages, seen, off = [], set(), r.first_ifd
+    while off and off not in seen and len(pages) < limit:
+        seen.add(off)
+        entries, off = r.read_ifd(off, [], "IFD")
+        pages.append(entries)
+    return pages
+
+
+_SAMPLE_FORMATS = {1: "unsigned integer", 2: "signed integer", 3: "float", 4: "undefined"}
+
+
+def sample_format(r: TiffReader) -> tuple[str, int]:
+    """The first page's sample type ("unsigned integer", "float", ...) and bits per sample."""
+    entries, _ = r.read_ifd(r.first_ifd, [], "IFD0")
+    kind = entries[0x0153].first(r.endian) if 0x0153 in entries else 1
+    bits = entries[0x0102].first(r.endian) if 0x0102 in entries else 1
+    return _SAMPLE_FORMATS.get(kind, "unknown"), bits or 1
+
+
 class TiffWriter:
     """Appends values and IFDs to a seekable binary stream that starts with a TIFF header."""
 

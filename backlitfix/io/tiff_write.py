@@ -1,4 +1,4 @@
-"""TIFF writer for 8- and 16-bit RGB that carries a full EXIF structure.
+"""TIFF writer for 8- and 16-bit RGB or RGBA that carries a full EXIF structure.
 
 The file is built on the EXIF block: it starts with the block's bytes (same byte order), so every
 EXIF offset, maker notes' included, stays valid; then come the image strips, the Exif/GPS
@@ -29,7 +29,7 @@ _RESOLUTION_TAGS = (0x011A, 0x011B, 0x0128)
 
 def write_tiff(f: BinaryIO, pixels: np.ndarray, *, exif: Exif, icc: bytes | None, xmp: bytes | None) -> None:
     """`exif` has been finalized for a TIFF (Orientation 1, Software)."""
-    h, w, _ = pixels.shape
+    h, w, channels = pixels.shape
     if pixels.nbytes > _MAX_CLASSIC:
         raise ValueError(f"{pixels.nbytes} bytes of pixels is too large for a TIFF file (4 GiB limit)")
     e = exif.endian
@@ -45,13 +45,15 @@ def write_tiff(f: BinaryIO, pixels: np.ndarray, *, exif: Exif, icc: bytes | None
     w_ = TiffWriter(f, e, exif.heap)
     offsets = [w_.add(s) for s in strips]
     tags = [
-        longs(0x0100, [w], e), longs(0x0101, [h], e), shorts(0x0102, [bits] * 3, e),
+        longs(0x0100, [w], e), longs(0x0101, [h], e), shorts(0x0102, [bits] * channels, e),
         shorts(0x0103, [8], e),  # Adobe Deflate
         shorts(0x0106, [2], e),  # RGB
-        longs(0x0111, offsets, e), shorts(0x0115, [3], e), longs(0x0116, [rows], e),
+        longs(0x0111, offsets, e), shorts(0x0115, [channels], e), longs(0x0116, [rows], e),
         longs(0x0117, [len(s) for s in strips], e), shorts(0x011C, [1], e),
         shorts(0x013D, [2], e),  # horizontal differencing
     ]
+    if channels == 4:
+        tags.append(shorts(0x0152, [2], e))  # ExtraSamples: unassociated (straight) alpha, as PNG's
     if not all(t in exif.ifd0 for t in _RESOLUTION_TAGS):  # baseline TIFF requires a resolution
         tags += [rational(0x011A, 72, 1, e), rational(0x011B, 72, 1, e), shorts(0x0128, [2], e)]
     if xmp:

@@ -3,6 +3,9 @@ import builtins
 import importlib
 import os
 import struct
+import subprocess
+import sys
+import warnings
 import zlib
 from pathlib import Path
 
@@ -170,16 +173,15 @@ def test_16bit_png_keeps_every_value_for_every_row_filter(tmp_path):
     np.testing.assert_array_equal(photo.pixels, rgb)
 
 
-def test_16bit_rgba_png_is_flattened_onto_white(tmp_path):
+def test_16bit_rgba_png_keeps_its_alpha_unchanged(tmp_path):
     rng = np.random.default_rng(1)
     rgba = rng.integers(0, 65536, (6, 7, 4), dtype=np.uint16)
-    rgba[..., 3] = 65535
     rgba[0, 0, 3] = 0  # one transparent pixel
     (tmp_path / "rgba16.png").write_bytes(_png(rgba, 6))
     photo = decode(tmp_path / "rgba16.png", max_pixels=LIMIT)
-    np.testing.assert_array_equal(photo.pixels[1:], rgba[1:, :, :3])
-    assert photo.pixels[0, 0].tolist() == [65535] * 3
-    assert any("transparency" in w for w in photo.meta.warnings)
+    np.testing.assert_array_equal(photo.pixels, rgba[..., :3])  # the colour, not flattened
+    np.testing.assert_array_equal(photo.alpha, rgba[..., 3])
+    assert photo.meta.warnings == []
 
 
 def test_greyscale_and_palette_become_rgb(tmp_path):
@@ -258,7 +260,36 @@ def test_over_max_pixels_is_refused_before_decoding(monkeypatch):
     monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
     reason = _reason(exif_file("IMG_9424.JPG"), max_pixels=12_000_000)
     assert reason == "image has 12192768 pixels, over the limit of 12000000 (input.max_pixels)"
-    assert Image.MAX_IMAGE_PIXELS is None  # Pillow's own check cannot pre-empt ours
+
+
+def test_importing_backlitfix_leaves_pillows_limit_alone():
+    code = ("from PIL import Image; default = Image.MAX_IMAGE_PIXELS; import backlitfix.cli, backlitfix.io; "
+            "assert default is not None and Image.MAX_IMAGE_PIXELS == default, Image.MAX_IMAGE_PIXELS")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _bomb_png(path: Path, side: int) -> None:
+    """A PNG whose header claims side x side pixels, with a few bytes of (absent) image data."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(1000)))
+                     + chunk(b"IEND", b""))
+
+
+def test_our_limit_guards_against_a_bomb_and_pillows_stands_aside(tmp_path, monkeypatch):
+    _bomb_png(tmp_path / "bomb.png", 40_000)  # 1.6 gigapixels claimed in 1 KB
+    assert _reason(tmp_path / "bomb.png") == (
+        "image has 1600000000 pixels, over the limit of 250000000 (input.max_pixels)")
+    # Pillow's own limit, whatever the process set, neither refuses nor warns about a photo under ours
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    for fmt, name in (("png", "big.png"), ("tiff", "big.tif"), ("jpeg", "big.jpg"), ("webp", "big.webp")):
+        Image.new("RGB", (100, 60), (9, 99, 199)).save(tmp_path / name, fmt)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a DecompressionBombWarning fails the test
+            assert decode(tmp_path / name, max_pixels=LIMIT).pixels.shape == (60, 100, 3)
+        assert Image.MAX_IMAGE_PIXELS == 1000  # and it is put back
+    assert "over the limit of 5000 (input.max_pixels)" in _reason(tmp_path / "big.png", max_pixels=5000)
 
 
 def test_heic_without_pillow_heif_names_the_extra(tmp_path, monkeypatch):
