@@ -21,6 +21,9 @@ class Metadata:
     exif: bytes | None = None  # TIFF-structured EXIF block, without the JPEG "Exif\0\0" prefix
     icc: bytes | None = None  # ICC profile, kept byte for byte so colours do not shift
     xmp: bytes | None = None  # XMP packet (UTF-8 XML)
+    # A JPEG's Extended XMP (XMP part 3), reassembled: the part over 64 KB that `xmp` names by GUID
+    # in xmpNote:HasExtendedXMP. JPEG outputs carry it the same way; other formats get one packet.
+    xmp_extended: bytes | None = None
     source_format: str = ""  # jpeg | png | tiff | webp | heif | raw
     bit_depth: int = 8  # 8 or 16: the depth of `Photo.pixels`
     sidecars: tuple[Path, ...] = ()  # files copied beside the output (a RAW's same-name .xmp)

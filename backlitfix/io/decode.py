@@ -20,7 +20,16 @@ from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
 
 from ..photo import Metadata, Photo, PhotoError
 from .formats import HEIC_HINT, format_of
-from .metadata import clean_exif, clean_file_exif, icc_colour_space, srgb_profile, xmp_orientation, xmp_upright
+from .metadata import (
+    EXTENDED_XMP_HEADER,
+    clean_exif,
+    clean_file_exif,
+    icc_colour_space,
+    read_extended_xmp,
+    srgb_profile,
+    xmp_orientation,
+    xmp_upright,
+)
 from .orientation import upright
 from .raw import decode_raw
 from .tiff_ifd import TiffFormatError, TiffReader, image_data_end, page_directories, sample_format
@@ -129,12 +138,15 @@ def _decode_pillow(path: Path, max_pixels: int) -> Photo:
         except _LOAD_ERRORS as e:
             raise PhotoError(path, _load_error(fmt, e)) from None
         info = im.info  # complete only after loading (a PNG's eXIf may follow the pixel data)
+        extension = [s for m, s in getattr(im, "applist", ()) if m == "APP1" and s.startswith(EXTENDED_XMP_HEADER)]
 
     if fmt != "tiff":
         exif, orientation, exif_warnings = clean_exif(info["exif"], name) if info.get("exif") else (None, None, [])
     xmp = info.get("xmp") or None
     if isinstance(xmp, str):
         xmp = xmp.encode("utf-8")
+    xmp, xmp_extended, xmp_warnings = read_extended_xmp(xmp, extension, name) if fmt == "jpeg" else (xmp, None, [])
+    warnings += xmp_warnings
     if orientation is None:
         orientation = xmp_orientation(xmp)
     if fmt != "heif":  # libheif has already applied the container's rotation and mirroring
@@ -143,6 +155,7 @@ def _decode_pillow(path: Path, max_pixels: int) -> Photo:
     if pages > 1:
         warnings.append(_pages_dropped(name, fmt, pages))
     meta = Metadata(exif=exif, icc=icc, xmp=xmp_upright(xmp) if xmp else None, source_format=fmt,
+                    xmp_extended=xmp_upright(xmp_extended) if xmp_extended else None,
                     bit_depth=16 if pixels.dtype == np.uint16 else 8, warnings=warnings + exif_warnings)
     return Photo(path, pixels, meta, alpha=alpha)
 

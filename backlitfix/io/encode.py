@@ -11,13 +11,24 @@ from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
+import hashlib
+
 import numpy as np
 from PIL import Image
 
 from ..photo import Photo, PhotoError
 from .atomic import atomic_write
 from .formats import HEIC_HINT
-from .metadata import EXIF_PREFIX, Exif, output_exif, output_xmp
+from .metadata import (
+    EXIF_PREFIX,
+    Exif,
+    extended_xmp_segments,
+    merge_extended_xmp,
+    output_exif,
+    output_xmp,
+    with_extended_guid,
+    without_extended_flag,
+)
 from .png import write_png
 from .tiff_write import write_tiff
 
@@ -58,6 +69,13 @@ def encode(photo: Photo, dest: Path | str, *, fmt: str, quality: int = 95, softw
 
     exif = output_exif(meta.exif, width=w, height=h, software=software, tiff=fmt == "tiff")
     xmp = output_xmp(meta.xmp, width=w, height=h)
+    extended = output_xmp(meta.xmp_extended, width=w, height=h) if xmp else None
+    if extended and fmt != "jpeg":  # no segment limit: one packet, as XMP part 3 says
+        merged = merge_extended_xmp(xmp, extended)
+        if merged is None:
+            warn("extended XMP could not be merged into the main XMP; dropped")
+            merged = without_extended_flag(xmp)
+        xmp, extended = merged, None
     if fmt == "tiff":
         if not isinstance(exif, Exif):
             warn("EXIF could not be parsed, so it cannot be stored in a TIFF; dropped")
@@ -68,7 +86,7 @@ def encode(photo: Photo, dest: Path | str, *, fmt: str, quality: int = 95, softw
     if fmt == "png":
         writer: Writer = partial(write_png, pixels=px, exif=exif_bytes, icc=meta.icc, xmp=xmp, software=software)
     elif fmt == "jpeg":
-        writer = _jpeg(px, exif_bytes, meta.icc, xmp, quality, warn)
+        writer = _jpeg(px, exif_bytes, meta.icc, xmp, extended, quality, warn)
     elif fmt == "webp":
         if max(h, w) > _WEBP_MAX_SIDE:
             raise PhotoError(dest, f"WebP cannot store images over {_WEBP_MAX_SIDE} pixels on a side ({w}x{h})")
@@ -108,18 +126,31 @@ def _pillow(px: np.ndarray, fmt: str, **options) -> Writer:
     return lambda f: image.save(f, fmt, **options)
 
 
-def _jpeg(px: np.ndarray, exif: bytes | None, icc: bytes | None, xmp: bytes | None, quality: int,
-          warn: Callable[[str], None]) -> Writer:
+def _jpeg(px: np.ndarray, exif: bytes | None, icc: bytes | None, xmp: bytes | None, extended: bytes | None,
+          quality: int, warn: Callable[[str], None]) -> Writer:
     if exif and len(EXIF_PREFIX) + len(exif) > _JPEG_MARKER:
         warn(f"EXIF is {len(exif)} bytes, too large for a JPEG; dropped")
         exif = None
+    segments = []
+    if extended:
+        # The GUID is the MD5 of the extended part (XMP part 3): unchanged content keeps the source's
+        guid = hashlib.md5(extended).hexdigest().upper().encode()
+        xmp = with_extended_guid(xmp, guid)
+        segments = extended_xmp_segments(extended, guid)
     if xmp and len(_XMP_JPEG_HEADER) + len(xmp) > _JPEG_MARKER:
-        warn(f"XMP is {len(xmp)} bytes, too large for a JPEG (extended XMP is not written); dropped")
-        xmp = None
+        warn(f"XMP is {len(xmp)} bytes, too large for a JPEG (extended XMP is not written); dropped"
+             + (" with its extended XMP" if segments else ""))
+        xmp, segments = None, []
+    # Pillow writes `extra` as is after its own APP segments: the main XMP first, then its extension
+    extra = b"".join(_app1(s) for s in ([_XMP_JPEG_HEADER + xmp] if xmp else []) + segments)
     # 4:4:4 chroma at high quality keeps colour edges (and the backlit subject's outline) crisp;
     # optimize=False: Huffman optimisation saves ~5 % and costs a second pass over a 24 MP image.
     return _pillow(px, "JPEG", quality=quality, subsampling=0 if quality >= 90 else 2, optimize=False,
-                   exif=EXIF_PREFIX + exif if exif else None, icc_profile=icc, xmp=xmp)
+                   exif=EXIF_PREFIX + exif if exif else None, icc_profile=icc, extra=extra or None)
+
+
+def _app1(payload: bytes) -> bytes:
+    return b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload
 
 
 def _heif(dest: Path, px: np.ndarray, exif: bytes | None, icc: bytes | None, xmp: bytes | None,

@@ -285,6 +285,80 @@ def output_xmp(xmp: bytes | None, *, width: int, height: int) -> bytes | None:
     return xmp
 
 
+# --- Extended XMP (XMP specification part 3, 1.1.3.1) -------------------------------------------
+# A JPEG segment holds at most 64 KB, so a larger XMP is split: the main packet names a GUID in
+# xmpNote:HasExtendedXMP, and APP1 segments with this header carry the rest as GUID-keyed chunks.
+
+EXTENDED_XMP_HEADER = b"http://ns.adobe.com/xmp/extension/\0"
+_EXT_CHUNK = 65533 - len(EXTENDED_XMP_HEADER) - 32 - 8  # payload left after GUID, length, offset
+_XMP_EXTENDED_FLAG = _xmp_property(b"xmpNote:HasExtendedXMP")
+_XMP_FLAG_REMOVE = re.compile(rb"\s+xmpNote:HasExtendedXMP\s*=\s*(\"[^\"]*\"|'[^']*')"
+                              rb"|\s*<xmpNote:HasExtendedXMP>[^<]*</xmpNote:HasExtendedXMP>")
+_RDF = re.compile(rb"<rdf:RDF\b[^>]*>(.*)</rdf:RDF\s*>", re.S)
+_NAMESPACE = re.compile(rb"""\sxmlns:([\w.-]+)\s*=\s*["']([^"']*)["']""")
+
+
+def extended_xmp_guid(xmp: bytes | None) -> bytes | None:
+    m = _XMP_EXTENDED_FLAG.search(xmp or b"")
+    return (m[2] or m[5]).strip() if m else None
+
+
+def with_extended_guid(xmp: bytes, guid: bytes) -> bytes:
+    return _xmp_set(_XMP_EXTENDED_FLAG, xmp, guid)
+
+
+def without_extended_flag(xmp: bytes) -> bytes:
+    return _XMP_FLAG_REMOVE.sub(b"", xmp)
+
+
+def read_extended_xmp(xmp: bytes | None, segments: list[bytes], name: str) -> tuple[bytes | None, bytes | None, list[str]]:
+    """(main XMP, its extended XMP reassembled or None, warnings) from a JPEG's main packet and its
+    APP1 extension segments. A flag whose chunks are missing is dropped, so no output claims them."""
+    guid = extended_xmp_guid(xmp)
+    chunks: dict[int, bytes] = {}
+    full = None
+    for seg in segments:
+        body = seg[len(EXTENDED_XMP_HEADER):]
+        if len(body) >= 40 and body[:32] == guid:
+            full, offset = struct.unpack(">II", body[32:40])
+            chunks[offset] = body[40:]
+    if guid is None:
+        return xmp, None, [f"{name}: extended XMP without a main XMP that names it; dropped"] if segments else []
+    data, pos = bytearray(), 0
+    for offset in sorted(chunks):
+        if offset != pos:
+            break
+        data += chunks[offset]
+        pos = len(data)
+    if full is None or len(data) != full:
+        return (without_extended_flag(xmp), None,
+                [f"{name}: its XMP names extended XMP that is missing or incomplete in the file; the reference was dropped"])
+    return xmp, bytes(data), []
+
+
+def extended_xmp_segments(extended: bytes, guid: bytes) -> list[bytes]:
+    """APP1 payloads (header included) that carry `extended` in a JPEG."""
+    n = len(extended)
+    return [EXTENDED_XMP_HEADER + guid + struct.pack(">II", n, off) + extended[off:off + _EXT_CHUNK]
+            for off in range(0, n, _EXT_CHUNK)]
+
+
+def merge_extended_xmp(xmp: bytes, extended: bytes) -> bytes | None:
+    """One XMP packet holding both parts, as formats without a segment limit store it; None when
+    the two cannot be merged as text (no rdf:RDF, or a namespace prefix bound to two URIs)."""
+    main, ext = _RDF.search(xmp), _RDF.search(extended)
+    if not main or not ext:
+        return None
+    outer = lambda packet, m: dict(_NAMESPACE.findall(packet[:m.start(1)]))  # noqa: E731
+    main_ns, ext_ns = outer(xmp, main), outer(extended, ext)
+    if any(main_ns.get(prefix, uri) != uri for prefix, uri in ext_ns.items()):
+        return None
+    add = b"".join(b' xmlns:%s="%s"' % (p, u) for p, u in ext_ns.items() if p not in main_ns)
+    tag_end = main.start(1) - 1  # the ">" of <rdf:RDF ...>: outer namespaces of the extension go there
+    merged = xmp[:tag_end] + add + xmp[tag_end:main.end(1)] + ext[1] + xmp[main.end(1):]
+    return without_extended_flag(merged)
+
+
 # --- ICC ---------------------------------------------------------------------------------------
 
 def icc_colour_space(icc: bytes) -> bytes:
