@@ -130,9 +130,10 @@ def run_batch(
         while writing and (len(writing) > limit or (memory_budget and sum(held.values()) > memory_budget)):
             i, fut = writing.popleft()
             try:
-                finish(i, fut.result())
+                r = fut.result()
             except Exception as e:
-                finish(i, failed(i, e))
+                r = failed(i, e)
+            finish(i, r)  # outside the try: an error in on_result is the caller's, not a failed photo
             release(i)
 
     try:
