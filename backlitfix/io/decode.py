@@ -130,6 +130,8 @@ def _decode_pillow(path: Path, max_pixels: int) -> Photo:
         if w * h > max_pixels:
             raise PhotoError(path, f"image has {w * h} pixels, over the limit of {max_pixels} (input.max_pixels)")
         if fmt == "tiff":  # a TIFF's EXIF tags live in the file's own IFD0
+            if reason := _unsupported_tiff(f):  # float or 32-bit greyscale, which Pillow opens
+                raise PhotoError(path, reason)
             exif, orientation, exif_warnings, pages = _tiff_exif(path, f)
         else:
             pages = getattr(im, "n_frames", 1) if fmt in ("png", "webp") else 1

@@ -60,11 +60,14 @@ def test_float_tiff_is_named_as_unsupported(tmp_path, dtype, bits):
     assert err.value.reason == f"{bits}-bit floating-point TIFF is not supported (save it as 8- or 16-bit integer TIFF)"
 
 
-def test_32bit_integer_tiff_is_named_as_unsupported(tmp_path):
-    tifffile.imwrite(tmp_path / "deep.tif", np.zeros((8, 9, 3), np.uint32), photometric="rgb")
-    with pytest.raises(PhotoError) as err:
-        decode(tmp_path / "deep.tif", max_pixels=LIMIT)
-    assert err.value.reason == "32-bit unsigned integer TIFF is not supported (save it as 8- or 16-bit TIFF)"
+@pytest.mark.parametrize("shape", [(8, 9, 3), (8, 9)])  # Pillow opens the greyscale ones ("F", "I")
+def test_float_and_32bit_integer_tiffs_are_named_as_unsupported(tmp_path, shape):
+    values = np.random.default_rng(0).random(shape) * 100_000
+    for dtype, kind in ((np.float32, "floating-point"), (np.uint32, "unsigned integer"), (np.int32, "signed integer")):
+        tifffile.imwrite(tmp_path / "deep.tif", values.astype(dtype), photometric="rgb" if len(shape) == 3 else None)
+        with pytest.raises(PhotoError) as err:
+            decode(tmp_path / "deep.tif", max_pixels=LIMIT)
+        assert err.value.reason.startswith(f"32-bit {kind} TIFF is not supported (save it as 8- or 16-bit")
 
 
 def test_run_reports_dropped_pages_and_float_tiffs(tmp_path):
