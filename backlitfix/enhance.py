@@ -14,6 +14,7 @@ array, so a 24 MP photo never exists as a full float32 copy on the CPU.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .model.network import EnhanceNet
-from .tiling import exact_L
+from .tiling import InPlaceTiles, exact_L
 
 L_FLOOR = 1e-3  # L below this would multiply the input by more than 1000: treat as that.
 LUMA = (0.299, 0.587, 0.114)
@@ -92,19 +93,49 @@ def luminance_hwc(img: torch.Tensor) -> torch.Tensor:
 def apply_gain(img: torch.Tensor, L: torch.Tensor, strength: float) -> torch.Tensor:
     """E = clamp(I / L**strength, 0, 1) for an H x W x 3 image and an H x W map, in place on ``img``.
 
-    Strength 0 is the original and 1 the model, in exposure stops. L is floored so E is never NaN or inf.
+    Strength 0 is the original and 1 the model, in exposure stops. A non-finite L is no correction (1.0),
+    and L is floored, so E is never NaN or inf.
     """
-    L = L.clamp(min=L_FLOOR)
+    L = torch.nan_to_num(L, nan=1.0, posinf=1.0, neginf=1.0).clamp_(min=L_FLOOR)
     if strength != 1.0:
         L = L.pow_(strength)
     return img.div_(L[..., None]).clamp_(0.0, 1.0)
 
 
-def store(out: np.ndarray, rows: slice, cols: slice, E: torch.Tensor) -> None:
-    """Quantise an H x W x 3 image in [0, 1] into ``out[rows, cols]`` (round half up, like the reference)."""
-    top = float(np.iinfo(out.dtype).max)
+class NonFinite:
+    """Counts the non-finite values of a photo's illumination maps, for one warning per photo.
+
+    fp16 can overflow to inf or NaN on a GPU; a NaN divides into a black pixel without a word.
+    """
+
+    def __init__(self):
+        self.bad = self.total = 0
+
+    def __call__(self, L: torch.Tensor) -> torch.Tensor:
+        ok = torch.isfinite(L)
+        self.total += ok.numel()
+        if bool(ok.all()):
+            return L
+        self.bad += int(ok.numel() - ok.sum())
+        return torch.where(ok, L, 1.0)
+
+    def warning(self) -> str | None:
+        if not self.bad:
+            return None
+        return (f"the network's illumination map was NaN or infinite at {100 * self.bad / self.total:.2g} % of "
+                "the photo (numeric overflow; try --precision fp32): those parts are left uncorrected")
+
+
+def quantise(E: torch.Tensor, dtype) -> np.ndarray:
+    """An H x W x 3 image in [0, 1] as ``dtype`` integers (round half up, like the reference)."""
+    top = float(np.iinfo(dtype).max)
     q = E.mul_(top).add_(0.5).floor_()  # E is in [0, 1], so q fits the type
-    out[rows, cols] = q.to("cpu", torch.uint8 if out.dtype == np.uint8 else torch.int32).numpy()
+    return q.to("cpu", torch.uint8 if dtype == np.uint8 else torch.int32).numpy().astype(dtype, copy=False)
+
+
+def store(out: np.ndarray, rows: slice, cols: slice, E: torch.Tensor) -> None:
+    """Quantise an H x W x 3 image in [0, 1] into ``out[rows, cols]``."""
+    out[rows, cols] = quantise(E, out.dtype)
 
 
 def working_size(H: int, W: int, megapixels: float) -> tuple[int, int]:
@@ -229,14 +260,16 @@ class Enhancer:
 
     @torch.no_grad()
     def enhance(self, pixels: np.ndarray, strength: float | StrengthRule = 1.0, out: np.ndarray | None = None,
-                on_L: Callable[[torch.Tensor], None] | None = None) -> np.ndarray:
+                on_L: Callable[[torch.Tensor], None] | None = None,
+                warn: Callable[[str], None] | None = None) -> np.ndarray:
         """Correct H x W x 3 uint8/uint16 pixels; returns an array of the same type (``out`` may be ``pixels``).
 
         ``strength`` is a number, or a `StrengthRule` called once per photo, before any output pixel is
         written, with the working-resolution input and its raw L; what it returns (clamped to [0, 2]) is
         applied. ``on_L``, if given, receives the illumination map at about the working resolution (h x w
         float32 on the CPU, block-averaged in exact mode; read-only) for previews such as the report. Not
-        called at strength 0. Without it, nothing extra is computed.
+        called at strength 0. Without it, nothing extra is computed. ``warn`` receives at most one line per
+        photo about something the caller should hear of (a NaN map); without it, Python's warnings get it.
         """
         if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype not in (np.uint8, np.uint16):
             raise ValueError(f"expected H x W x 3 uint8 or uint16 pixels, got {pixels.shape} {pixels.dtype}")
@@ -247,13 +280,19 @@ class Enhancer:
         if self.mode == "exact" and callable(strength):
             # One cheap pass at the working resolution decides; the tiled passes then apply it.
             small = self._small(pixels)
-            strength = _decide(strength, small, self.illumination(small)[0, 0].cpu())
+            strength = _decide(strength, small, NonFinite()(self.illumination(small)[0, 0].cpu()))
+        finite = NonFinite()
         if strength == 0.0:
             out[...] = pixels
         elif self.mode == "exact":
-            self._exact(pixels, strength, out, on_L)
+            self._exact(pixels, strength, out, on_L, finite)
         else:
-            self._fast(pixels, strength, out, on_L)
+            self._fast(pixels, strength, out, on_L, finite)
+        if msg := finite.warning():
+            if warn is None:
+                warnings.warn(msg, RuntimeWarning, stacklevel=3)
+            else:
+                warn(msg)
         return out
 
     def _small(self, pixels: np.ndarray) -> torch.Tensor:
@@ -262,25 +301,28 @@ class Enhancer:
         h, w = working_size(H, W, self.working_megapixels)
         return to_float(pixels) if (h, w) == (H, W) else downscale(pixels, h, w)
 
-    def _exact(self, pixels, strength, out, on_L=None):
+    def _exact(self, pixels, strength, out, on_L, finite):
         net = self.net.to(memory_format=torch.contiguous_format).float()
         dev = self.device
-        get = lambda y0, y1, x0, x1: to_float(pixels[y0:y1, x0:x1], dev)
+        src = InPlaceTiles(pixels, out)  # out may be pixels: tiles must still see the original halo
+        get = lambda y0, y1, x0, x1: to_float(src.read(y0, y1, x0, x1), dev)
         H, W = pixels.shape[:2]
         small = BlockMean(H, W, *working_size(H, W, self.working_megapixels)) if on_L else None
         for (y0, y1, x0, x1), L in exact_L(net, get, H, W, tile=self.tile):
-            rows, cols = slice(y0, y1), slice(x0, x1)
+            rows, cols, L = slice(y0, y1), slice(x0, x1), finite(L)
             if small is not None:
                 small.add(y0, x0, L[0, 0])
-            store(out, rows, cols, apply_gain(to_hwc(pixels[rows, cols], dev), L[0, 0], strength))
+            E = apply_gain(to_hwc(src.read(y0, y1, x0, x1), dev), L[0, 0], strength)
+            src.write(rows, cols, quantise(E, out.dtype))
+        src.flush()
         if small is not None:
             on_L(small.mean())
 
-    def _fast(self, pixels, strength, out, on_L=None):
+    def _fast(self, pixels, strength, out, on_L, finite):
         H, W = pixels.shape[:2]
         small = self._small(pixels)
         h, w = small.shape[-2:]
-        L = self.illumination(small)
+        L = finite(self.illumination(small))  # before the guided filter, whose box sums would spread a NaN
         if callable(strength):
             strength = _decide(strength, small, L[0, 0].cpu())
             if strength == 0.0:

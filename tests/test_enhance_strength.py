@@ -1,6 +1,8 @@
 """Strength: a rule decided per photo (auto strength's hook), and extrapolation above 1 that keeps highlights."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -48,3 +50,44 @@ def test_a_rule_answering_zero_leaves_the_photo_alone_and_answers_are_clamped_to
     assert np.array_equal(e.enhance(px, Rule(5.0)), e.enhance(px, 2.0))
     with pytest.raises(ValueError, match="strength rule"):
         e.enhance(px, Rule(float("nan")))
+
+
+class NaNNet(torch.nn.Module):
+    """A network whose map is NaN on the left half and +inf in one corner, as fp16 overflow can give."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n = n
+
+    def forward(self, x):
+        L = self.n(x).clone()
+        L[..., :, : L.shape[-1] // 2] = float("nan")
+        L[..., :4, -4:] = float("inf")
+        return L
+
+
+def all_nan(n):
+    """The real network with a NaN bias at its output: a NaN map everywhere (exact mode runs its layers)."""
+    bad = copy.deepcopy(n)
+    with torch.no_grad():
+        bad.cond_add1.bias.fill_(float("nan"))
+    return bad
+
+
+@pytest.mark.parametrize("mode, megapixels", [("fast", 0.05), ("fast", 1.0), ("exact", 0.05)])
+def test_a_nan_map_leaves_pixels_uncorrected_and_warns_once(mode, megapixels):
+    n, px = net(), golden_pixels()
+    told = []
+    e = Enhancer(NaNNet(n) if mode == "fast" else all_nan(n), mode=mode, tile=128, working_megapixels=megapixels)
+    out = e.enhance(px, warn=told.append)
+    assert len(told) == 1 and "NaN" in told[0] and "%" in told[0]
+    nan_cols = px.shape[1] // 2 - 8 if mode == "fast" else px.shape[1]  # 8: beyond the guided filter's reach
+    left = out[:, :nan_cols].astype(int) - px[:, :nan_cols]
+    assert np.abs(left).max() <= 1  # no correction where the map is unusable: not black
+    if mode == "fast":
+        assert (out[:, -nan_cols:].astype(int) - px[:, -nan_cols:]).mean() > 5  # the rest is corrected
+    with pytest.warns(RuntimeWarning, match="NaN"):  # a caller without `warn` still hears of it
+        e.enhance(px)
+    told.clear()
+    Enhancer(n, mode=mode, tile=128, working_megapixels=megapixels).enhance(px, warn=told.append)
+    assert told == []
