@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass, field
+from collections.abc import Collection
 from pathlib import Path
 
 from .io.formats import IMAGE_EXTENSIONS, RAW_EXTENSIONS, SIDECAR_EXTENSIONS, format_of, output_extension
@@ -173,6 +174,7 @@ def plan(
     output_dir: Path | None,
     suffix: str,
     fmt: str,
+    reserved: Collection[str | Path] = (),
 ) -> Plan:
     """Discover the input photos under ``paths`` and decide each one's output path and format.
 
@@ -181,6 +183,11 @@ def plan(
     Outputs go to ``output_dir`` if given (keeping sub-folders of folder arguments), else to a
     ``backlitfix`` folder beside the inputs: ``shoot/`` -> ``shoot/backlitfix/``, ``shoot/x.jpg``
     -> ``shoot/backlitfix/x.jpg``. Problems with single paths become :attr:`Plan.errors`.
+
+    ``reserved``: outputs of earlier photos that are no longer inputs (the watch journal keeps
+    them); a name among them is treated as taken and gets a counter, like any collision. `run` and
+    `watch` both name outputs here, so a folder gets the same names whichever command (and
+    whichever arrival order) made them.
     """
     if fmt not in OUTPUT_FORMATS:
         raise ValueError(f"unknown output format {fmt!r}; expected one of {', '.join(OUTPUT_FORMATS)}")
@@ -275,7 +282,7 @@ def plan(
         if len(group) > 1 and len(exts) > 1:
             for c in group:
                 c.tag = "_" + c.src.suffix[1:].lower()
-    taken: set[str] = set()
+    taken: set[str] = {key(Path(r)) for r in reserved}
     renamed: list[_Candidate] = []
     for c in ok:  # untagged outputs keep their natural names first
         k = key(c.output(suffix))

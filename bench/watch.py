@@ -1,6 +1,7 @@
 """`backlitfix watch`: latency, burst throughput against `backlitfix run`, and memory over 1,000 files.
 
     python bench/watch.py [--model PATH] [--threads 1] [--quiet 2.0] [--jobs 2] [--rss-files 1000]
+                          [--only latency|throughput|stop|rss]
 
 All cases use ``--mode fast`` on the CPU, each daemon or run in its own process:
 
@@ -12,6 +13,9 @@ All cases use ``--mode fast`` on the CPU, each daemon or run in its own process:
   N / (t(N photos) - t(one 64x48 photo)), which removes start-up (imports, model load); for watch,
   N / (time from the burst landing to the last output - the quiet period), which removes the one
   quiet period every file waits (that is latency, above);
+- stop: a burst of the ../shared photos lands; at the first output the daemon gets SIGTERM: the
+  time until it has exited, and how many photos were completed after the signal (the photo being
+  enhanced, and any whose write had begun; the decoded ones wait for the next start);
 - memory: 1,000 tiny photos (64x48, so it takes minutes, not hours) arrive in waves of 100 while
   the daemon's RSS is sampled; reported: RSS after the first wave, at the end, the peak (VmHWM)
   and the least-squares slope of RSS against files processed.
@@ -26,6 +30,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -197,6 +202,28 @@ def _throughput_once(root, args, env) -> dict:
             "ratio_incl_quiet": (n / watch_wall) / run_rate}
 
 
+def bench_stop(root, args, env) -> dict:
+    d = Daemon(root, "stop", args, env)
+    staging = root / "stop-staging"
+    names = stage(photos(), staging, args.copies)
+    for name in names:
+        os.rename(staging / name, d.inbox / name)
+    d.wait_outputs(1, poll=0.01)
+    before = count_outputs(d.out)
+    t = time.perf_counter()
+    d.proc.send_signal(signal.SIGTERM)
+    d.proc.wait(300)
+    stop_s = time.perf_counter() - t
+    d._log.close()
+    db = sqlite3.connect(f"file:{d.out / JOURNAL}?mode=ro", uri=True)
+    try:
+        states = dict(db.execute("SELECT state, COUNT(*) FROM files GROUP BY state").fetchall())
+    finally:
+        db.close()
+    return {"files": len(names), "sigterm_to_exit_s": stop_s, "completed_after_signal": count_outputs(d.out) - before,
+            "journal": states}
+
+
 def bench_rss(root, args, env) -> dict:
     d = Daemon(root, "rss", args, env)
     jpegs = tiny_jpegs(args.rss_files)
@@ -250,7 +277,7 @@ def main():
     ap.add_argument("--copies", type=int, default=2, help="burst: each ../shared photo this many times")
     ap.add_argument("--rss-files", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=1, help="burst: run/watch pairs; the median ratio is kept")
-    ap.add_argument("--only", choices=["latency", "throughput", "rss"], help="one part only (no table)")
+    ap.add_argument("--only", choices=["latency", "throughput", "stop", "rss"], help="one part only (no table)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
 
@@ -265,6 +292,9 @@ def main():
         if args.only in (None, "latency"):
             lat = bench_latency(root, args, env)
             print("latency", json.dumps(lat), flush=True)
+        if args.only in (None, "stop"):
+            stp = bench_stop(root, args, env)
+            print("stop", json.dumps(stp), flush=True)
         if args.only in (None, "rss"):
             rss = bench_rss(root, args, env)
             print("rss", json.dumps(rss), flush=True)
@@ -288,13 +318,15 @@ def main():
         (f"memory: {rss['files']} files (64x48) in {rss['seconds']:.0f} s",
          (f"RSS idle {rss['rss_idle_mb']:.0f} MB, after 100 {rss['rss_after_100_mb']:.0f} MB, "
           f"end {rss['rss_end_mb']:.0f} MB")),
+        (f"stop: SIGTERM during a burst of {stp['files']} -> exit",
+         f"{stp['sigterm_to_exit_s']:.2f} s, {stp['completed_after_signal']} photo(s) completed after it"),
         ("memory: peak RSS / slope", f"{rss['peak_rss_mb']:.0f} MB / {rss['slope_mb_per_1000_files']:+.1f} MB per 1000 files"),
     ]
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
     if args.json:
-        args.json.write_text(json.dumps({"latency": lat, "throughput": thr, "rss": rss}, indent=2))
+        args.json.write_text(json.dumps({"latency": lat, "throughput": thr, "stop": stp, "rss": rss}, indent=2))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import pytest
 
 from backlitfix.watch.journal import (
     Journal,
+    JournalError,
     JournalLock,
     file_hash,
     journal_path,
@@ -109,7 +110,8 @@ def test_a_change_without_an_event_restarts_the_quiet_period(tmp_path):
     assert [p for p, _ in tracker.pop_ready()] == [str(f)]
 
 
-def test_a_file_that_vanishes_is_dropped(tmp_path):
+def test_a_file_that_vanishes_is_dropped_and_reported_gone(tmp_path):
+    """Reported, not dropped silently: `watch --once` waits for every file it found (fault 2)."""
     clock = Clock()
     tracker = StabilityTracker(1.0, clock=clock)
     f = tmp_path / "a.jpg"
@@ -117,7 +119,8 @@ def test_a_file_that_vanishes_is_dropped(tmp_path):
     tracker.touch(str(f))
     f.unlink()
     clock.t += 2
-    assert tracker.pop_ready() == [] and len(tracker) == 0
+    assert tracker.pop_ready() == [(str(f), None)] and len(tracker) == 0
+    assert tracker.pop_ready() == []
 
 
 # ---- the journal ---------------------------------------------------------------------------------------
@@ -148,16 +151,49 @@ def test_journal_is_wal_and_records_the_whole_life_of_a_file(tmp_path):
     r.close()
 
 
-def test_vanished_waiting_files_are_forgotten_but_history_is_kept(tmp_path):
+def test_vanished_inputs_are_released_and_their_outputs_stay_reserved(tmp_path):
     j = Journal(tmp_path / "j.sqlite")
     kept = tmp_path / "kept.jpg"
     kept.write_bytes(b"x")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "d.jpg").write_bytes(b"done output")
+    (out / "p.jpg").write_bytes(b"written before a kill")
     j.add_pending(str(kept), 1, 1)
     j.add_pending("/gone/pending.jpg", 1, 1)
-    j.start([("/gone/processing.jpg", 1, 1, "h", "/out/p.jpg")])
-    j.finish("/gone/done.jpg", "done", output="/out/d.jpg")
-    assert j.forget_vanished() == 2
-    assert {e.path for e in j.entries()} == {str(kept), "/gone/done.jpg"}
+    j.start([("/gone/processing.jpg", 1, 1, "h", str(out / "p.jpg")),
+             ("/gone/interrupted.jpg", 1, 1, "h2", str(out / "never-written.jpg"))])
+    j.finish("/gone/done.jpg", "done", output=str(out / "d.jpg"), digest="hd")
+    j.finish("/gone/kept.jpg", "done", output=str(out / "d.jpg"), reason="output exists (not overwritten)")
+    assert j.forget_vanished() == 3  # the ones that had not been done
+    assert {e.path for e in j.entries()} == {str(kept)}
+    assert j.released(str(out / "d.jpg")) == ("/gone/done.jpg", "hd")  # not the row that merely kept it
+    assert j.released(str(out / "p.jpg")) == ("/gone/processing.jpg", "h")
+    assert j.released(str(out / "never-written.jpg")) is None
+    assert j.reserved(str(out), set()) == {str(out / "d.jpg"), str(out / "p.jpg")}
+    assert j.owner(str(out / "d.jpg")) == "\0released"
+
+
+def test_journal_schema_1_is_migrated_in_place(tmp_path):
+    path = tmp_path / "j.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, hash TEXT, state TEXT NOT NULL, "
+        "output TEXT, reason TEXT NOT NULL DEFAULT '', attempts INTEGER NOT NULL DEFAULT 0, seconds REAL, "
+        "seen_at REAL NOT NULL, updated_at REAL NOT NULL); "
+        "INSERT INTO files VALUES ('/in/a.jpg', 1, 2, 'h', 'done', '/out/a.jpg', '', 1, 0.5, 1.0, 1.0); "
+        "PRAGMA user_version=1;")
+    db.close()
+    j = Journal(path)
+    assert j._db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert j.get("/in/a.jpg").state == "done" and j.outputs() == {"/out/a.jpg"}
+    j.close()
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version=99")
+    db.commit()
+    db.close()
+    with pytest.raises(JournalError, match="newer backlitfix"):
+        Journal(path)
 
 
 def test_journal_survives_kill_9_in_the_middle_of_a_transaction(tmp_path):

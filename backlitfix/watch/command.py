@@ -101,9 +101,10 @@ def watch(in_dir, polling, once, show_status, as_json, quiet_seconds, journal_se
 
     log = Log(quiet=quiet)
     try:
+        # temporary files first: the outputs of rows released next are still known then
+        removed = remove_stale_temps(out_abs, journal.outputs())
         vanished = journal.forget_vanished()
         interrupted = len(journal.entries("processing"))
-        removed = remove_stale_temps(out_abs, journal.outputs())
         if interrupted:
             log.note(f"{interrupted} photo(s) interrupted last time will be processed again")
         if removed:
@@ -123,8 +124,9 @@ def watch(in_dir, polling, once, show_status, as_json, quiet_seconds, journal_se
             signals_seen.append(signum)
             if len(signals_seen) > 1:  # a second Ctrl-C: stop now (outputs are atomic; the journal redoes it)
                 os._exit(128 + signum)
-            log.note(f"{signal.Signals(signum).name}: finishing the photo in hand, then stopping")
-            daemon.request_stop()
+            # A flag only: the daemon logs the stop. Logging here could wait forever for the log's
+            # lock, held by the very code this signal interrupted.
+            daemon.request_stop(signum)
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
@@ -145,10 +147,10 @@ def watch(in_dir, polling, once, show_status, as_json, quiet_seconds, journal_se
         except OSError as e:  # the observer could not start (e.g. the inotify watch limit)
             hint = "; raise fs.inotify.max_user_watches or use --polling" if e.errno == 28 else ""
             _usage(f"cannot watch {in_abs}: {e.strerror or e}{hint}")
-        c = daemon.counts
+        c = daemon.counts  # from the journal too: the rows this session changed, in their final state
         totals = journal.counts()
         log.note(
-            f"{'finished' if once and code != 130 else 'stopped'}: {c.done} done, {c.skipped} kept existing, "
+            f"{'finished' if once and code != 130 else 'stopped'}: {c.done} done, {c.kept} kept existing, "
             f"{c.failed} failed in {time.perf_counter() - t0:.1f} s; journal: {totals['done']} done, "
             f"{totals['failed']} failed, {totals['pending'] + totals['processing']} pending")
     finally:

@@ -8,6 +8,13 @@ last taken up, its state and output, the reason of a failure, and timestamps. St
     done        the output is atomically in place (or existed already and was kept: see reason)
     failed      could not be processed; not retried until the file changes
 
+When an input leaves the folder (deleted, moved away) its row goes and its output is *released*:
+kept in the ``released`` table, so a new photo that reuses the name gets a name of its own (the
+earlier output is never overwritten) and the same photo moved back in finds its output again.
+
+The schema has a version (``PRAGMA user_version``) and a list of migrations, each applied once,
+in order, in the transaction that opens the journal; a newer journal is refused, not damaged.
+
 The database is in WAL mode and every change is one transaction, so a ``kill -9`` (or a power cut)
 loses at most the last transactions, never the file's consistency; ``--status`` can read it while
 the daemon writes. ``synchronous=NORMAL`` is enough for that: a lost "done" only means the photo
@@ -27,11 +34,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 JOURNAL_NAME = ".backlitfix-watch.sqlite"
 STATES = ("pending", "processing", "done", "failed")
 
-_SCHEMA = """
+# (version, SQL): migration N brings a journal from version N-1 to N. Append only; never edit one.
+_MIGRATIONS: list[tuple[int, str]] = [(1, """
 CREATE TABLE IF NOT EXISTS files (
     path       TEXT PRIMARY KEY,          -- absolute path of the input
     size       INTEGER,                   -- bytes, of the version last taken up
@@ -46,7 +54,15 @@ CREATE TABLE IF NOT EXISTS files (
     updated_at REAL NOT NULL              -- last state change (Unix time)
 );
 CREATE INDEX IF NOT EXISTS files_state ON files(state);
-"""
+"""), (2, """
+CREATE TABLE IF NOT EXISTS released (
+    output      TEXT PRIMARY KEY,          -- an output whose input left the folder: kept, not reused
+    input       TEXT NOT NULL,             -- the input it was made from
+    hash        TEXT,                      -- that input's content hash
+    released_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_output ON files(output);
+""")]
 
 
 class JournalError(Exception):
@@ -127,7 +143,7 @@ class Journal:
                 version = self._db.execute("PRAGMA user_version").fetchone()[0]
                 if version > SCHEMA_VERSION:
                     raise JournalError(f"journal {self.path} was written by a newer backlitfix (schema {version})")
-                self._db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+                self._migrate()
             else:
                 self._db.execute("SELECT 1 FROM files LIMIT 1")
         except sqlite3.Error as e:
@@ -136,6 +152,23 @@ class Journal:
             raise JournalError(f"cannot create journal folder {self.path.parent}: {e.strerror or e}") from None
 
     # ---- plumbing ------------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise JournalError(f"journal {self.path} was written by a newer backlitfix (schema {version})")
+            for n, sql in _MIGRATIONS:
+                if n > version:
+                    for statement in sql.split(";"):
+                        if statement.strip():
+                            self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     @contextlib.contextmanager
     def _tx(self):
@@ -181,7 +214,46 @@ class Journal:
     def outputs(self) -> set[str]:
         """Every output path the journal knows of (ours to replace, and whose temporary files are ours)."""
         with self._lock:
-            return {r[0] for r in self._db.execute("SELECT output FROM files WHERE output IS NOT NULL")}
+            live = {r[0] for r in self._db.execute("SELECT output FROM files WHERE output IS NOT NULL")}
+            return live | {r[0] for r in self._db.execute("SELECT output FROM released")}
+
+    def owner(self, output: str, prefer: str = "") -> str | None:
+        """The input ``output`` is recorded for (``prefer`` if it is one of them); ``decide.RELEASED``
+        for a released one; else None."""
+        from .decide import RELEASED
+
+        with self._lock:
+            row = self._db.execute("SELECT path FROM files WHERE output = ? ORDER BY path = ? DESC, path LIMIT 1",
+                                   (output, prefer)).fetchone()
+            if row is not None:
+                return row[0]
+            row = self._db.execute("SELECT 1 FROM released WHERE output = ?", (output,)).fetchone()
+        return RELEASED if row else None
+
+    def released(self, output: str) -> tuple[str, str | None] | None:
+        """(input, hash) of a released output, or None."""
+        with self._lock:
+            row = self._db.execute("SELECT input, hash FROM released WHERE output = ?", (output,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def reserved(self, out_dir: str, inputs: set[str]) -> set[str]:
+        """Outputs in ``out_dir`` that belong to photos other than ``inputs`` (released ones, and
+        those of rows whose input is not there now): names a new photo must not take."""
+        prefix = out_dir.rstrip(os.sep) + os.sep
+        n = len(prefix)
+        with self._lock:
+            rows = self._db.execute("SELECT path, output FROM files WHERE substr(output, 1, ?) = ?", (n, prefix)).fetchall()
+            gone = {r[0] for r in self._db.execute("SELECT output FROM released WHERE substr(output, 1, ?) = ?",
+                                                   (n, prefix))}
+        return gone | {output for path, output in rows if path not in inputs}
+
+    def in_folder(self, folder: str) -> list[Entry]:
+        """Rows of the inputs directly in ``folder``."""
+        prefix = folder.rstrip(os.sep) + os.sep
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM files WHERE substr(path, 1, ?) = ? AND instr(substr(path, ?), ?) = 0",
+                                    (len(prefix), prefix, len(prefix) + 1, os.sep)).fetchall()
+        return [Entry(**dict(r)) for r in rows]
 
     # ---- writes --------------------------------------------------------------------------------
 
@@ -228,6 +300,45 @@ class Journal:
         with self._tx() as db:
             db.execute("UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?", (size, mtime_ns, path))
 
+    def release(self, path: str) -> None:
+        """``path`` left the folder: its row goes; an output it had stays, as released."""
+        with self._tx() as db:
+            self._release(db, "path = ?", (path,))
+
+    def release_under(self, folder: str) -> None:
+        """A folder left: release every row under it (but those being processed: their result does)."""
+        prefix = folder.rstrip(os.sep) + os.sep
+        with self._tx() as db:
+            self._release(db, "substr(path, 1, ?) = ? AND state != 'processing'", (len(prefix), prefix))
+
+    @staticmethod
+    def _release(db, where: str, args: tuple) -> None:
+        now, kept = time.time(), _kept()
+        rows = db.execute(f"SELECT path, output, hash, state, reason FROM files WHERE {where}", args).fetchall()
+        for path, output, digest, state, reason in rows:
+            # done: the output is ours; processing: it may have been written before a kill
+            if output and reason != kept and state in ("done", "processing") and os.path.lexists(output):
+                db.execute("INSERT OR REPLACE INTO released (output, input, hash, released_at) VALUES (?, ?, ?, ?)",
+                           (output, path, digest, now))
+        db.execute(f"DELETE FROM files WHERE {where}", args)
+
+    def adopt(self, path: str, size: int, mtime_ns: int, digest: str, output: str, reason: str) -> None:
+        """``path`` is the photo a released output was made from (moved out and back): it is its again."""
+        now = time.time()
+        with self._tx() as db:
+            db.execute("DELETE FROM released WHERE output = ?", (output,))
+            db.execute(
+                "INSERT INTO files (path, size, mtime_ns, hash, state, output, reason, seen_at, updated_at) "
+                "VALUES (?, ?, ?, ?, 'done', ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET size = excluded.size, "
+                "mtime_ns = excluded.mtime_ns, hash = excluded.hash, state = 'done', output = excluded.output, "
+                "reason = excluded.reason, updated_at = excluded.updated_at",
+                (path, size, mtime_ns, digest, output, reason, now, now))
+
+    def moved_output(self, path: str, output: str) -> None:
+        """``path``'s output was renamed to ``output`` (its name changed with a new sibling)."""
+        with self._tx() as db:
+            db.execute("UPDATE files SET output = ? WHERE path = ?", (output, path))
+
     def forget_pending(self, path: str) -> None:
         """A file that vanished before it was ever processed leaves no trace."""
         with self._tx() as db:
@@ -241,14 +352,40 @@ class Journal:
                        (len(prefix), prefix))
 
     def forget_vanished(self) -> int:
-        """Drop pending/processing rows whose input no longer exists (at start-up)."""
+        """Release the rows whose input no longer exists (at start-up: it left while we were not
+        watching); returns how many of them had not been done yet."""
         with self._lock:
-            rows = self._db.execute("SELECT path FROM files WHERE state IN ('pending', 'processing')").fetchall()
-        gone = [r[0] for r in rows if not os.path.lexists(r[0])]
+            rows = self._db.execute("SELECT path, state FROM files").fetchall()
+        gone = [(p, state) for p, state in rows if not os.path.lexists(p)]
         if gone:
             with self._tx() as db:
-                db.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in gone])
-        return len(gone)
+                for p, _ in gone:
+                    self._release(db, "path = ?", (p,))
+        return sum(state in ("pending", "processing") for _, state in gone)
+
+    def session_counts(self, since: float) -> dict[str, int]:
+        """States of the rows changed since ``since`` (Unix time): done (processed), kept (an
+        existing output kept, or an earlier one adopted), failed, pending. The stop line's figures,
+        so they are the journal's, whatever happened to a file on the way."""
+        from .decide import ADOPTED, KEPT_EXISTING
+
+        with self._lock:
+            rows = self._db.execute("SELECT state, reason FROM files WHERE updated_at >= ?", (since,)).fetchall()
+        counts = {"done": 0, "kept": 0, "failed": 0, "pending": 0}
+        for state, reason in rows:
+            if state == "done":
+                counts["kept" if reason in (KEPT_EXISTING, ADOPTED) else "done"] += 1
+            elif state == "failed":
+                counts["failed"] += 1
+            else:
+                counts["pending"] += 1
+        return counts
+
+
+def _kept() -> str:
+    from .decide import KEPT_EXISTING
+
+    return KEPT_EXISTING  # such an output was never ours: nothing to release
 
 
 class JournalLock:

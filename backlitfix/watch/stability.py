@@ -85,8 +85,10 @@ class StabilityTracker:
                 heapq.heappop(self._heap)  # stale: forgotten, or changed since
             return None
 
-    def pop_ready(self) -> list[tuple[str, Signature]]:
-        """Candidates whose quiet period is over and that are unchanged: removed and returned."""
+    def pop_ready(self) -> list[tuple[str, Signature | None]]:
+        """Candidates whose quiet period is over and that are unchanged: removed and returned. A
+        candidate that vanished meanwhile is returned too, with None: someone has to say it is gone
+        (``watch --once`` waits for every file it found)."""
         ready = []
         while True:
             now = self.clock()
@@ -104,6 +106,7 @@ class StabilityTracker:
                     continue  # an event changed it meanwhile; its new heap entry decides
                 if current is None:
                     del self._files[path]
+                    ready.append((path, None))
                 elif current != sig:
                     self._files[path] = (current, now)  # changed without an event: wait again
                     heapq.heappush(self._heap, (now + self.quiet, path))
