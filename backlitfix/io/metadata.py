@@ -311,7 +311,8 @@ def without_extended_flag(xmp: bytes) -> bytes:
     return _XMP_FLAG_REMOVE.sub(b"", xmp)
 
 
-def read_extended_xmp(xmp: bytes | None, segments: list[bytes], name: str) -> tuple[bytes | None, bytes | None, list[str]]:
+def read_extended_xmp(xmp: bytes | None, segments: list[bytes],
+                      name: str) -> tuple[bytes | None, bytes | None, list[str]]:
     """(main XMP, its extended XMP reassembled or None, warnings) from a JPEG's main packet and its
     APP1 extension segments. A flag whose chunks are missing is dropped, so no output claims them."""
     guid = extended_xmp_guid(xmp)
@@ -331,8 +332,9 @@ def read_extended_xmp(xmp: bytes | None, segments: list[bytes], name: str) -> tu
         data += chunks[offset]
         pos = len(data)
     if full is None or len(data) != full:
-        return (without_extended_flag(xmp), None,
-                [f"{name}: its XMP names extended XMP that is missing or incomplete in the file; the reference was dropped"])
+        missing = (f"{name}: its XMP names extended XMP that is missing or incomplete in the file; "
+                   "the reference was dropped")
+        return without_extended_flag(xmp), None, [missing]
     return xmp, bytes(data), []
 
 

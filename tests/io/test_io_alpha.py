@@ -49,8 +49,9 @@ def read_png(path: Path) -> np.ndarray:
             a = out[x - bpp] if x >= bpp else 0
             b, cc = up[x], (up[x - bpp] if x >= bpp else 0)
             p = a + b - cc
-            pred = [0, a, b, (a + b) // 2,
-                    a if abs(p - a) <= abs(p - b) and abs(p - a) <= abs(p - cc) else b if abs(p - b) <= abs(p - cc) else cc][ft]
+            pa, pb, pc = abs(p - a), abs(p - b), abs(p - cc)
+            paeth = a if pa <= pb and pa <= pc else b if pb <= pc else cc
+            pred = [0, a, b, (a + b) // 2, paeth][ft]
             out[x] = (line[x] + pred) % 256
     px = rows.astype(np.uint8)
     if depth == 16:

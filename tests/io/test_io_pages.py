@@ -82,7 +82,8 @@ def test_run_reports_dropped_pages_and_float_tiffs(tmp_path):
                                   "--json", str(d)], env={"XDG_CONFIG_HOME": "/nonexistent"}, catch_exceptions=False)
     files = {Path(f["input"]).name: f for f in json.loads(r.stdout)["files"]}
     assert files["pages.tif"]["status"] == "done"
-    assert files["pages.tif"]["warnings"] == ["pages.tif: multi-page TIFF: only page 1 of 2 is corrected; 1 page dropped"]
+    assert files["pages.tif"]["warnings"] == [
+        "pages.tif: multi-page TIFF: only page 1 of 2 is corrected; 1 page dropped"]
     assert files["anim.webp"]["warnings"] == [
         "anim.webp: animated WEBP: only frame 1 of 2 is corrected; 1 frame dropped"]
     assert files["hdr.tif"]["status"] == "failed"
