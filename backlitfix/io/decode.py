@@ -179,12 +179,14 @@ def _tiff_exif(path: Path, f) -> tuple[bytes | None, int | None, list[str], int]
             return None, None, [f"{path.name}: BigTIFF tags are not read; EXIF not kept"], 1
         if end > len(buf):
             raise PhotoError(path, f"truncated TIFF (image data needs {end} bytes, the file has {len(buf)})")
-        pages = sum(1 for d in page_directories(r) if not (_first(d, 0x00FE, r.endian) or 0) & 1)
+        pages = sum(1 for d in page_directories(r) if _is_page(d, r.endian))
         return (*clean_file_exif(buf, path.name), max(pages, 1))
 
 
-def _first(entries: dict, tag: int, endian: str) -> int | None:
-    return entries[tag].first(endian) if tag in entries else None
+def _is_page(entries: dict, endian: str) -> bool:
+    """A full-size image: it has a width (not a garbage directory) and is no reduced-resolution preview."""
+    subfile = entries[0x00FE].first(endian) if 0x00FE in entries else 0
+    return 0x0100 in entries and not (subfile or 0) & 1
 
 
 def _unsupported_tiff(f) -> str | None:
