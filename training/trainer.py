@@ -84,6 +84,69 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return None if dtype == torch.float32 else dtype
 
 
+def native_bf16() -> bool:
+    """The CPU computes bf16 natively (avx512_bf16 / AMX): oneDNN's test, the one inference uses."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def memory_layout(device: torch.device, amp: torch.dtype | None) -> torch.memory_format:
+    """NHWC where it is the fast convolution layout: CUDA, and oneDNN's bf16 kernels (they halve a CPU step
+    here); in fp32 on CPU channels-last measured 1.4-1.7x slower than the default layout on AVX2 (issue 17)."""
+    if device.type == "cuda" or amp == torch.bfloat16:
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def duration(seconds: float) -> str:
+    """'about 1 h 05 min' / '12 min' / '40 s': the precision an estimate deserves."""
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+class Estimate:
+    """The run's total time, measured from its first steps: the first step of each kind (one-off allocations,
+    oneDNN kernel choice) is left out, the next ``STEPS`` are averaged; reported once per kind."""
+
+    STEPS = 3
+
+    def __init__(self, start: int):
+        self.start = start  # iterations done before this run (a resumed run)
+        self.times: dict[bool, list[float]] = {True: [], False: []}
+        self.skipped: set[bool] = set()
+        self.told: set[bool] = set()
+
+    def add(self, is_net: bool, seconds: float) -> None:
+        if is_net not in self.skipped:
+            self.skipped.add(is_net)
+            return
+        if len(self.times[is_net]) < self.STEPS:
+            self.times[is_net].append(seconds)
+
+    def ready(self, is_net: bool) -> bool:
+        if is_net in self.told or len(self.times[is_net]) < self.STEPS:
+            return False
+        self.told.add(is_net)
+        return is_net  # network steps dominate: say it once they are measured
+
+    def per_step(self, is_net: bool) -> float | None:
+        t = self.times[is_net]
+        return sum(t) / len(t) if t else None
+
+    def seconds_left(self, trainer: "Trainer") -> float:
+        net, pair = trainer.remaining()
+        t_net, t_pair = self.per_step(True) or 0.0, self.per_step(False) or 0.0
+        return net * t_net + pair * t_pair
+
+    def message(self, trainer: "Trainer") -> str:
+        total = trainer.total_iterations
+        left = self.seconds_left(trainer)
+        return (f"estimate: about {duration(trainer.history.seconds + left)} for {total} steps on this machine "
+                f"({self.per_step(True):.2f} s per network step, measured; {duration(left)} to go)")
+
+
 def init_weights(net: torch.nn.Module, generator: torch.Generator) -> None:
     """The reference's weights_init (§5.3): conv weights ~ N(0, 0.02), biases untouched."""
     for m in net.modules():
@@ -105,15 +168,18 @@ class Trainer:
                  *, welllit: ImageSet | None = None, log=None, progress: bool | None = None):
         self.s = settings
         self.device = torch.device(settings.device)
-        # NHWC: oneDNN's (and cuDNN's) fast convolution layout; with bf16 it halves a CPU step here
-        self.net = net.to(self.device).to(memory_format=torch.channels_last).train()
+        self.amp = autocast_dtype(settings.precision, self.device)
+        self.layout = memory_layout(self.device, self.amp)
+        self.net = net.to(self.device).to(memory_format=self.layout).train()
         self.objective = objective
         self.backlit = backlit
         self.welllit = welllit
         self.workdir = Path(workdir)
         self.log = log or (lambda m: print(m, file=sys.stderr))
         self.progress = sys.stderr.isatty() if progress is None else progress
-        self.amp = autocast_dtype(settings.precision, self.device)
+        if self.amp == torch.bfloat16 and self.device.type == "cpu" and not native_bf16():
+            self.log("warning: this CPU has no native bf16 (avx512_bf16/AMX): bf16 training runs several times "
+                     "slower than fp32 here; use --precision auto or fp32")
         # fp16 (CUDA) gradients underflow without loss scaling; bf16 has fp32's range and needs none
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp == torch.float16 else None
         self.gen = torch.Generator().manual_seed(settings.seed)
@@ -173,45 +239,62 @@ class Trainer:
             self._load()
             self.log(f"resuming from {self.workdir / STATE_FILE}: step {self.step}/{self.total_steps}")
         t0 = time.perf_counter() - self.history.seconds
+        self.estimate = Estimate(self.step + self.pair_step)
         bar = self._bar()
-        net_done, pair_done = 0, 0
-        for phase, n in self.plan():
+        # The plan is read again at every step: the collapse guard lengthens the warm-up while it runs, and a
+        # resumed run must see the length the interrupted one had reached (else it stops short or trains on).
+        i, net_start, pair_start = 0, 0, 0  # phase index; where it starts on the network / prompt counters
+        while i < len(self.plan()):
+            phase = self.plan()[i][0]
             is_net = phase in ("warmup", "enhance")
-            start = net_done if is_net else pair_done
-            done_here = max(0, min(n, (self.step if is_net else self.pair_step) - start))
+            start = net_start if is_net else pair_start
+            done = lambda: (self.step if is_net else self.pair_step) - start  # noqa: E731
+            if done() < self.plan()[i][1]:
+                if phase == "enhance" and done() <= 0:
+                    self._start_round()
+                if phase == "refine" and self.pair is not None:
+                    self._prepare_refinement()
+                while done() < self.plan()[i][1]:
+                    t_step = time.perf_counter()
+                    loss, parts = self._net_step(phase) if is_net else self._pair_step(phase)
+                    if not math.isfinite(loss):
+                        bar and bar.close()
+                        last = self.workdir / STATE_FILE
+                        kept = (f"the last good checkpoint is kept in {last}" if last.exists()
+                                else "no checkpoint was written yet")
+                        raise TrainingError(f"{phase} loss became {loss} at step "
+                                            f"{self.step if is_net else self.pair_step}; training stopped ({kept}). "
+                                            f"Try a lower learning rate or --precision fp32.")
+                    now = time.perf_counter()
+                    self.history.seconds = now - t0
+                    self.estimate.add(is_net, now - t_step)
+                    if self.estimate.ready(is_net):
+                        self.log(self.estimate.message(self))
+                    self._report(bar, phase, loss, parts)
+                    if is_net and self.step % self.s.checkpoint_every == 0:
+                        self.save_state()
+                if phase == "enhance":
+                    self._end_round()
+                self.save_state()
             if is_net:
-                net_done += n
+                net_start += self.plan()[i][1]
             else:
-                pair_done += n
-            if done_here >= n:
-                continue
-            if phase == "enhance" and done_here == 0:
-                self._start_round()
-            if phase == "refine" and self.pair is not None:
-                self._prepare_refinement()
-            for _ in range(n - done_here):
-                loss, parts = self._net_step(phase) if is_net else self._pair_step(phase)
-                if not math.isfinite(loss):
-                    bar and bar.close()
-                    last = self.workdir / STATE_FILE
-                    kept = f"the last good checkpoint is kept in {last}" if last.exists() else "no checkpoint was written yet"
-                    raise TrainingError(f"{phase} loss became {loss} at step {self.step if is_net else self.pair_step}"
-                                        f"; training stopped ({kept}). Try a lower learning rate or --precision fp32.")
-                self.history.seconds = time.perf_counter() - t0
-                self._report(bar, phase, loss, parts)
-                if is_net and self.step % self.s.checkpoint_every == 0:
-                    self.save_state()
-            if phase == "enhance":
-                self._end_round()
-            self.save_state()
+                pair_start += self.plan()[i][1]
+            i += 1
         bar and bar.close()
         self.history.seconds = time.perf_counter() - t0
         return self.net
 
+    def remaining(self) -> tuple[int, int]:
+        """Network and prompt iterations still to run, by the current plan."""
+        net = sum(n for p, n in self.plan() if p in ("warmup", "enhance"))
+        pair = sum(n for p, n in self.plan() if p not in ("warmup", "enhance"))
+        return max(0, net - self.step), max(0, pair - self.pair_step)
+
     def _net_step(self, phase: str) -> tuple[float, dict]:
         idx = torch.randint(len(self.backlit), (min(self.s.batch_size, len(self.backlit)),), generator=self.gen)
         x = self.backlit.batch(idx, self.device)
-        x = self.augment.apply(x, self.augment.draw(len(idx), self.gen)).contiguous(memory_format=torch.channels_last)
+        x = self.augment.apply(x, self.augment.draw(len(idx), self.gen)).contiguous(memory_format=self.layout)
         with self._autocast():
             L = self.net(x)
             enhanced = (x / (L.float() + EPS)).clamp(0, 1)
@@ -240,17 +323,21 @@ class Trainer:
 
     # -- warm-up collapse guard (§5.3) ----------------------------------------------------------------------
 
+    COLLAPSE_AFTER = 100  # warm-up steps since the last (re)initialisation before the guard may act (§5.3)
+    COLLAPSE_EXTEND = 100  # warm-up steps added by each restart
+
     def _collapse_guard(self, value: float) -> None:
         """While warming up, a 30-step mean PSNR(I, Ĩ) under 8 dB after 100 steps means the network has
-        collapsed (e.g. L → 0): re-initialise it with a fresh optimiser and extend the warm-up by 100 steps."""
+        collapsed (e.g. L → 0): re-initialise it with a fresh optimiser and extend the warm-up by 100 steps
+        (run() reads the plan at every step, so the extension is trained)."""
         buf = self._psnr_buf
         buf.append(value)
         self._since_init += 1
-        if sum(buf) / 30 < 8 and self._since_init > 100:
+        if sum(buf) / 30 < 8 and self._since_init > self.COLLAPSE_AFTER:
             init_weights(self.net, self.gen)
             self._opt_net = self._new_net_optimizer()
             self._since_init = 0
-            self.s.warmup_steps += 100
+            self.s.warmup_steps += self.COLLAPSE_EXTEND
             self.log(f"warm-up collapsed (mean PSNR {sum(buf) / 30:.1f} dB): network re-initialised, "
                      f"warm-up extended to {self.s.warmup_steps} steps")
 
