@@ -141,3 +141,134 @@ def test_resnet_tiny_gives_five_stages():
     assert len(maps) == 5 and emb.shape == (2, rn.dim)
     # as RN101 (64, 256, 512, 1024, 2048 for width 64): stem, then layer1..4
     assert [m.shape[1] for m in maps] == [8, 8 * 4, 8 * 8, 8 * 16, 8 * 32]
+
+
+# --- issue 17: OpenAI's TorchScript files, and a probe that goes through the proxy like the download --------
+
+
+def _tiny(name: str) -> torch.nn.Module:
+    from training.clip import _open_clip
+
+    return _open_clip().create_model(name, pretrained=None)  # registers the tiny configs first
+
+
+def _torchscript_clip(model: torch.nn.Module, path) -> dict:
+    """Write ``model``'s weights the way OpenAI's CLIP files hold them: a TorchScript archive whose state dict
+    has OpenAI's names, bookkeeping entries and half-precision matrices. Returns the expected weights."""
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    for k in state:
+        if k.endswith("in_proj_weight") or k.endswith("c_fc.weight"):
+            state[k] = state[k].half()  # OpenAI's files are partly fp16
+    state.update(input_resolution=torch.tensor(64), context_length=torch.tensor(77), vocab_size=torch.tensor(49408))
+
+    class Node(torch.nn.Module):
+        pass
+
+    root = Node()
+    for key, value in state.items():
+        *parents, leaf = key.split(".")
+        node = root
+        for name in parents:
+            if not hasattr(node, name):
+                node.add_module(name, Node())
+            node = getattr(node, name)
+        node.register_buffer(leaf, value)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated for new code; OpenAI's files are what they are
+        torch.jit.script(root).save(str(path))
+    return state
+
+
+def test_openai_torchscript_file_loads(tmp_path):
+    torch.manual_seed(11)
+    ref = _tiny(TINY)
+    path = tmp_path / "clip_model" / "ViT-tiny.pt"
+    path.parent.mkdir()
+    want = _torchscript_clip(ref, path)
+    with pytest.raises(RuntimeError, match="TorchScript"), pytest.warns(UserWarning):  # open_clip's own loader
+        torch.load(path, map_location="cpu", weights_only=True)
+    clip = load_clip(TINY, str(path))
+    assert clip.name == f"{TINY}/ViT-tiny.pt"
+    got = clip.model.state_dict()
+    for k, v in want.items():
+        if k in got:
+            assert got[k].dtype == torch.float32 and torch.equal(got[k], v.float()), k
+    assert clip.embed_images(torch.rand(2, 3, 64, 64)).shape == (2, clip.dim)
+    assert not any(p.requires_grad for p in clip.model.parameters())
+
+
+def test_openai_legacy_cache_file_loads_offline(tmp_path, monkeypatch):
+    """The `openai` tag finds ~/.cache/clip/<file>.pt (OpenAI's own cache) and loads it with no network."""
+    from open_clip import pretrained as oc_pretrained
+
+    url = "https://openaipublic.azureedge.net/clip/models/" + "0" * 64 + "/backlitfix-tiny.pt"
+    monkeypatch.setitem(oc_pretrained._PRETRAINED, TINY, {"openai": {"url": url, "quick_gelu": True}})
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cache = tmp_path / ".cache" / "clip"
+    cache.mkdir(parents=True)
+    torch.manual_seed(12)
+    ref = _tiny(TINY)
+    _torchscript_clip(ref, cache / "backlitfix-tiny.pt")
+    clip = load_clip(TINY, "openai")
+    assert clip.name == f"{TINY}/openai"
+    assert torch.equal(clip.model.visual.conv1.weight, ref.visual.conv1.weight)
+
+
+def test_torchscript_file_of_another_architecture_is_named(tmp_path):
+    torch.manual_seed(13)
+    path = tmp_path / "rn.pt"
+    _torchscript_clip(_tiny(TINY_RN), path)
+    with pytest.raises(ClipUnavailable, match=r"rn\.pt do not fit backlitfix-tiny .*--clip-model"):
+        load_clip(TINY, str(path))
+
+
+class _Proxy:
+    """A minimal HTTP proxy on loopback that answers every request with 404 and records what was asked."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        seen = self.seen = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self):
+                seen.append(f"{self.command} {self.path}")
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_HEAD = _answer
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_hub_probe_goes_through_the_proxy(tmp_path):
+    """Behind a proxy the hub itself cannot be reached directly (here: a closed port), but the download would
+    go through the proxy: the probe must not call that "unreachable"; the download's own error speaks."""
+    proxy = _Proxy()
+    try:
+        hub = f"http://127.0.0.1:{_closed_port()}"
+        proc, _ = _load_in_subprocess({"HF_ENDPOINT": hub, "HTTP_PROXY": f"http://127.0.0.1:{proxy.port}",
+                                       "HTTPS_PROXY": f"http://127.0.0.1:{proxy.port}", "NO_PROXY": "",
+                                       "no_proxy": ""}, tmp_path)
+    finally:
+        proxy.close()
+    assert proc.returncode == 3, proc.stderr
+    seconds, message = proc.stdout.split("\n", 1)
+    assert "unreachable" not in message, message
+    assert "download failed" in message
+    assert any(hub in line for line in proxy.seen), proxy.seen  # the probe and the download asked the proxy
+    assert float(seconds) < 10

@@ -12,9 +12,10 @@ every real architecture; only the tiny test models registered below may run rand
 """
 from __future__ import annotations
 
+import hashlib
 import os
-import socket
 import urllib.parse
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,15 +48,67 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _hub_reachable(timeout: float = _HUB_PROBE_SECONDS) -> bool:
-    """One TCP connect to the hub endpoint: seconds, not the minute of retries a download would spend."""
-    url = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    port = url.port or (443 if url.scheme == "https" else 80)
+def _hub_unreachable(timeout: float = _HUB_PROBE_SECONDS) -> str | None:
+    """Why the hub cannot be reached, or None when it answers. One HEAD request through huggingface_hub's own
+    HTTP client, so proxies (HTTPS_PROXY, NO_PROXY...) are used exactly as the download will use them: seconds,
+    not the minute of retries a download would spend. Any HTTP answer counts: the download's own error, if
+    any, is more precise than a guess here."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
     try:
-        with socket.create_connection((url.hostname, port), timeout=timeout):
-            return True
-    except OSError:
+        get_session().head(endpoint, timeout=timeout, follow_redirects=False)
+    except Exception as e:  # noqa: BLE001 - connection, proxy, TLS and timeout errors of whatever client
+        return f"the hub is unreachable: {type(e).__name__}: {e}".rstrip(": ")
+    return None
+
+
+def _is_torchscript(path: str) -> bool:
+    """OpenAI's original CLIP files (~/.cache/clip/ViT-B-32.pt) are TorchScript archives: a zip with code/."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.split("/", 2)[1:2] == ["code"] for n in z.namelist())
+    except (zipfile.BadZipFile, OSError):
         return False
+
+
+def _from_torchscript(open_clip, model: str, path: str, device) -> torch.nn.Module:
+    """OpenAI's TorchScript file read as open_clip's OpenAI loader does (torch.jit.load: a TorchScript archive,
+    no Python pickle), its state dict loaded strictly into ``model`` with QuickGELU, as OpenAI trained it.
+    open_clip's own ``create_model(pretrained=FILE)`` refuses these files (torch.load with weights_only)."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated for new code, not for reading
+            scripted = torch.jit.load(path, map_location="cpu")
+    except Exception as e:  # noqa: BLE001 - a damaged archive: say which file
+        raise ClipUnavailable(f"cannot read CLIP weights {path}: not a loadable TorchScript archive ({e})") from None
+    state = {k: v for k, v in scripted.state_dict().items()
+             if k not in ("input_resolution", "context_length", "vocab_size")}  # OpenAI's bookkeeping entries
+    net = open_clip.create_model(model, pretrained=None, force_quick_gelu=True)
+    try:
+        net.load_state_dict(state)  # strict: a file of another architecture fails here, by name
+    except RuntimeError as e:
+        first = str(e).split("\n\t")[1] if "\n\t" in str(e) else str(e)
+        raise ClipUnavailable(f"CLIP weights {path} do not fit {model} ({first.strip()[:200]}); name the "
+                              f"architecture the file holds with --clip-model") from None
+    return net.float().to(device)
+
+
+def _openai_tag(open_clip, model: str, path: str) -> bool:
+    """Is ``path`` OpenAI's own file for ``model``? Its URL names the SHA-256, so a copy (clip_model/ViT-B-32.pt)
+    gets the embedding-space name ``model/openai`` and matches residuals computed with the tag."""
+    url = (open_clip.get_pretrained_cfg(model, "openai") or {}).get("url", "")
+    parts = urllib.parse.urlparse(url).path.split("/")
+    if len(parts) < 2 or len(parts[-2]) != 64:
+        return False
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest() == parts[-2]
 
 
 def _hub_repo(tag_cfg: dict) -> tuple[str, list[str]] | None:
@@ -123,8 +176,7 @@ def resolve_weights(model: str, pretrained: str) -> tuple[str, dict]:
     cached = _cached_file(tag_cfg)
     if cached:
         return cached, tag_cfg
-    why = ("HF_HUB_OFFLINE is set" if _offline()
-           else None if _hub_reachable() else "the hub is unreachable")
+    why = "HF_HUB_OFFLINE is set" if _offline() else _hub_unreachable()
     if why is None:
         from huggingface_hub import hf_hub_download
 
@@ -191,8 +243,14 @@ def load_clip(model: str = "ViT-B-32", pretrained: str = "openai", device: str |
     open_clip = _open_clip()
     weights, tag_cfg = resolve_weights(model, pretrained)
     kwargs = {"force_quick_gelu": True} if tag_cfg.get("quick_gelu") else {}
+    tag = pretrained
     try:
-        net = open_clip.create_model(model, pretrained=weights or None, device=device, **kwargs)
+        if weights and _is_torchscript(weights):
+            net = _from_torchscript(open_clip, model, weights, device)
+            tag = "openai" if tag_cfg or _openai_tag(open_clip, model, weights) else pretrained
+            tag_cfg = tag_cfg or open_clip.get_pretrained_cfg(model, "openai") or {}
+        else:
+            net = open_clip.create_model(model, pretrained=weights or None, device=device, **kwargs)
     except (RuntimeError, ValueError, KeyError, OSError) as e:
         raise ClipUnavailable(f"cannot load CLIP {model} from {weights}: {e}") from None
     net.eval().requires_grad_(False)
@@ -201,7 +259,7 @@ def load_clip(model: str = "ViT-B-32", pretrained: str = "openai", device: str |
     size = size[0] if isinstance(size, (tuple, list)) else size
     return Clip(
         model=net,
-        name=f"{model}/{Path(pretrained).name if weights and not tag_cfg else pretrained}",
+        name=f"{model}/{Path(tag).name if tag == pretrained and Path(tag).expanduser().is_file() else tag}",
         tokenizer=open_clip.get_tokenizer(model),
         input_size=int(size),
         mean=tuple(tag_cfg.get("mean") or pre.get("mean") or open_clip.OPENAI_DATASET_MEAN),
