@@ -94,12 +94,29 @@ def apply_gain(img: torch.Tensor, L: torch.Tensor, strength: float) -> torch.Ten
     """E = clamp(I / L**strength, 0, 1) for an H x W x 3 image and an H x W map, in place on ``img``.
 
     Strength 0 is the original and 1 the model, in exposure stops. A non-finite L is no correction (1.0),
-    and L is floored, so E is never NaN or inf.
+    and L is floored, so E is never NaN or inf. Above 1, the gain beyond strength 1 rolls off in what is
+    already bright (`extrapolate`), so extrapolating lifts shadows without blowing highlights.
     """
     L = torch.nan_to_num(L, nan=1.0, posinf=1.0, neginf=1.0).clamp_(min=L_FLOOR)
-    if strength != 1.0:
-        L = L.pow_(strength)
-    return img.div_(L[..., None]).clamp_(0.0, 1.0)
+    if strength <= 1.0:
+        if strength != 1.0:
+            L = L.pow_(strength)
+        return img.div_(L[..., None]).clamp_(0.0, 1.0)
+    extra = L.pow(1.0 - strength)  # the gain beyond strength 1
+    return extrapolate(img.div_(L[..., None]).clamp_(0.0, 1.0), extra)
+
+
+def extrapolate(E: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+    """Apply ``gain`` (H x W) to E (H x W x 3, in [0, 1]) as m -> 1 - (1 - m)**gain on the brightest channel m.
+
+    That is ``gain`` x m for dark pixels (the shadows get the full extra exposure) and approaches white
+    only as m does, so what strength 1 left below white stays below it; all three channels are scaled by
+    the same ratio, so hue is kept and no channel passes white. In place on E.
+    """
+    m = E.amax(dim=-1)
+    f = torch.expm1(gain * torch.log1p(-m)).neg_()  # 1 - (1 - m)**gain, accurate for small m
+    ratio = torch.where(m > 0, f / m, gain)
+    return E.mul_(ratio[..., None]).clamp_(0.0, 1.0)
 
 
 class NonFinite:

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from backlitfix.enhance import Enhancer, working_size
+from backlitfix.enhance import Enhancer, apply_gain, working_size
+from conftest import shared_path
 from test_enhance import golden_pixels, net
 
 
@@ -91,3 +92,59 @@ def test_a_nan_map_leaves_pixels_uncorrected_and_warns_once(mode, megapixels):
     told.clear()
     Enhancer(n, mode=mode, tile=128, working_megapixels=megapixels).enhance(px, warn=told.append)
     assert told == []
+
+
+def clipped(px: np.ndarray) -> float:
+    """Percent of pixels with any channel at full scale."""
+    return float((px == np.iinfo(px.dtype).max).any(axis=-1).mean() * 100)
+
+
+class LumaNet(torch.nn.Module):
+    """A stand-in network: L rises with luma, as a backlit photo's map does (dark subject, bright sky)."""
+
+    def forward(self, x):
+        y = x[:, 0:1] * 0.299 + x[:, 1:2] * 0.587 + x[:, 2:3] * 0.114
+        return 0.2 + 0.8 * y
+
+
+def test_strength_up_to_one_is_exactly_the_power_law():
+    img = torch.rand(40, 50, 3)
+    L = torch.rand(40, 50) * 0.9 + 0.05
+    for s in (0.3, 0.5, 1.0):
+        want = (img / L[..., None] ** s).clamp(0, 1)
+        assert torch.equal(apply_gain(img.clone(), L.clone(), s), want)
+
+
+def test_strength_two_lifts_shadows_without_blowing_highlights_on_a_synthetic_scene():
+    """A dark-to-bright ramp with coloured noise, which I / L**2 would push to white over much of its bright end."""
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0.02, 0.9, 256)[None, :, None] * np.ones((64, 1, 3))
+    px = (np.clip(ramp * rng.uniform(0.85, 1.0, (64, 256, 3)), 0, 1) * 255).round().astype(np.uint8)
+    e = Enhancer(LumaNet(), mode="fast", working_megapixels=1.0)
+    one, two = e.enhance(px, 1.0), e.enhance(px, 2.0)
+    L = LumaNet()(torch.from_numpy(px).permute(2, 0, 1)[None].float() / 255)[0, 0].numpy()
+    naive = np.floor(np.clip(px / 255 / L[..., None] ** 2, 0, 1) * 255 + 0.5)
+    assert (naive == 255).any(-1).mean() * 100 > clipped(one) + 20  # a scene plain extrapolation blows out
+    assert clipped(two) <= clipped(one) + 1.0  # beyond what the model itself takes to white
+    dark = px.astype(float).mean(-1) < 60
+    lift1 = (one[dark].astype(float) - px[dark]).mean()
+    lift2 = (two[dark].astype(float) - px[dark]).mean()
+    assert lift2 > 1.8 * lift1  # the shadows still get (nearly) the whole extra stop
+    bright = px.astype(float).max(-1) > 200
+    assert (two[bright].astype(int) >= one[bright]).all()  # never darker than strength 1, only less lifted
+    nearly_one = e.enhance(px, 1.001)
+    assert np.abs(nearly_one.astype(int) - one).max() <= 1  # continuous at 1: no jump in the look
+
+
+def test_strength_two_keeps_a_real_backlit_photos_highlights():
+    """Issue 12: --strength 2 on ovd0312_9 took pixels with a channel at 255 from 1.5 % to about 40 %."""
+    from backlitfix.eval.metrics import exposure_change
+    from backlitfix.io import decode
+    from backlitfix.model.checkpoint import load_model
+    from backlitfix.model.registry import resolve
+
+    px = decode(shared_path("data", "backlit", "ovd0312_9.jpg"), max_pixels=10**8).pixels
+    e = Enhancer(load_model(resolve("default").path)[0], mode="fast")
+    one, two = e.enhance(px, 1.0), e.enhance(px, 2.0)
+    assert clipped(two) <= clipped(px) + 1.0, (clipped(px), clipped(two))
+    assert exposure_change(px, two)["dark30_gain"] > 1.5 * exposure_change(px, one)["dark30_gain"]
