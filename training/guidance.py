@@ -42,17 +42,6 @@ MARGIN_WEIGHT = 200.0
 PROMPT_LENGTH = 16
 
 
-# The identity weights were tuned for RN101 feature maps. When the identity maps come from the guidance tower
-# instead (the default), they are rescaled by the measured ratio of the two towers' identity gradients, so the
-# identity : guidance balance matches the reference (bench/identity_balance.py, docs/training.md). An
-# architecture without a measurement keeps 1.
-IDENTITY_SCALE = {"ViT-B-32": 1.0}
-
-
-def identity_scale(clip: Clip) -> float:
-    return IDENTITY_SCALE.get(clip.name.split("/")[0], 1.0)
-
-
 class ClipObjective:
     """What all three share: P(Ĩ) through the guidance tower (embedding and, by default, identity maps in one
     pass), the input's maps under no_grad, and the identity terms."""
@@ -63,7 +52,6 @@ class ClipObjective:
         self.clip = clip
         self.tower = Tower(clip)
         self.identity = IdentityFeatures(identity_clip) if identity_clip is not None else None
-        self.id_scale = identity_scale(clip) if identity_clip is None else 1.0
 
     def _maps_in(self, original: torch.Tensor) -> list[torch.Tensor]:
         with torch.no_grad():
@@ -82,14 +70,14 @@ class ClipObjective:
     def warmup_loss(self, enhanced, original) -> tuple[torch.Tensor, dict[str, float]]:
         _, out, inp = self._forward(enhanced, original, embed=False)
         lid = identity_loss(out, inp, WARMUP_ALPHA)
-        return WARMUP_WEIGHT * self.id_scale * lid, {"identity": lid.item()}
+        return WARMUP_WEIGHT * lid, {"identity": lid.item()}
 
     def loss(self, enhanced, original, L=None, step: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
         emb, out, inp = self._forward(enhanced, original, embed=True)
         lid = identity_loss(out, inp, GUIDED_ALPHA)
         g, parts = self.guidance_loss(emb)
         parts["identity"] = lid.item()
-        return g + ID_WEIGHT * self.id_scale * lid, parts
+        return g + ID_WEIGHT * lid, parts
 
     def guidance_loss(self, emb: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError

@@ -65,7 +65,11 @@ class IdentityFeatures:
     """Feature maps for the identity loss from a separate tower (``identity: RN101``)."""
 
     def __init__(self, clip: Clip):
-        clip.model.visual.to(memory_format=torch.channels_last)  # a ResNet: NHWC convolutions are faster
+        from backlitfix.enhance import pick_dtype
+
+        # a ResNet: NHWC is the fast layout on CUDA and with native bf16; in fp32 on an AVX2 CPU it was slower
+        if clip.device.type == "cuda" or pick_dtype("auto", clip.device) == torch.bfloat16:
+            clip.model.visual.to(memory_format=torch.channels_last)
         self.tower = Tower(clip)
         self.clip = clip
 

@@ -1,0 +1,115 @@
+"""Issue 17, the photographer's journey through `backlitfix train`: honest --help, --preset, --shift-tokens, a
+residual file's CLIP model and backlit photos reused, the residual named in the model, the RN101 identity."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+pytest.importorskip("open_clip", reason="needs the train extra (open_clip_torch)")
+
+from conftest import shared_path
+
+from backlitfix.model.checkpoint import load_model
+from training.clip import TINY
+
+TINY_ARGS = ["--clip-model", TINY, "--clip-pretrained", "random"]
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sets")
+    out = {}
+    for name, pattern in (("backlit", "ovd0312_*.jpg"), ("welllit", "kodim0*.jpg")):
+        d = root / name
+        d.mkdir()
+        for src in sorted(shared_path("data", name).glob(pattern))[:4]:
+            with Image.open(src) as im:
+                im.convert("RGB").resize((96, 64)).save(d / src.name, quality=92)
+        out[name] = d
+    return out
+
+
+def _cli(tmp_path, *args):
+    from backlitfix.cli import main
+
+    return CliRunner().invoke(main, list(args), catch_exceptions=False,
+                              env={"XDG_CACHE_HOME": str(tmp_path / "cache"), "XDG_DATA_HOME": str(tmp_path / "data"),
+                                   "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+
+
+def test_help_shows_defaults_and_the_cost():
+    r = CliRunner().invoke(__import__("backlitfix.cli", fromlist=["main"]).main, ["train", "--help"],
+                           terminal_width=400)
+    assert r.exit_code == 0
+    text = " ".join(r.output.split())
+    assert "short fine-tune" not in text
+    assert "[default: 2000 (config training.steps)]" in text
+    assert "[default: 512 (config training.image_size)]" in text
+    assert "--preset" in text and "--shift-tokens" in text
+    assert "hours" in text and "minutes on a GPU" in text
+
+
+def test_preset_cpu_and_flags_that_win(folders, tmp_path):
+    out = tmp_path / "cpu.safetensors"
+    r = _cli(tmp_path, "train", "--method", "rave", *TINY_ARGS, "--backlit", str(folders["backlit"]), "--welllit",
+             str(folders["welllit"]), "--preset", "cpu", "--steps", "1", "--batch-size", "2", "--identity",
+             "guidance", "-o", str(out))
+    assert r.exit_code == 0, r.output
+    extra = load_model(out)[1].extra
+    assert (extra["preset"], extra["image_size"], extra["batch_size"], extra["steps"]) == ("cpu", 256, 2, 1)
+    assert "estimate:" not in r.stderr  # one step: nothing measured yet, nothing guessed
+
+
+def test_shift_tokens_reaches_the_residual(folders, tmp_path, monkeypatch):
+    import training.vocabulary as vocab
+
+    real = vocab.vocabulary
+    monkeypatch.setattr(vocab, "vocabulary", lambda clip, cache_dir=None, log=None: real(
+        clip, cache_dir, log=log, subset=list(range(0, 49408, 37))))  # 1336 tokens: seconds, not minutes
+    out = tmp_path / "shifted.safetensors"
+    r = _cli(tmp_path, "train", "--method", "rave", *TINY_ARGS, "--backlit", str(folders["backlit"]), "--welllit",
+             str(folders["welllit"]), "--shift-tokens", "3", "--steps", "1", "--image-size", "48", "--batch-size",
+             "2", "--identity", "guidance", "-o", str(out))
+    assert r.exit_code == 0, r.output
+    assert load_model(out)[1].extra["shift_tokens"] == 3
+    bad = _cli(tmp_path, "train", "--method", "clip-lit", *TINY_ARGS, "--backlit", str(folders["backlit"]),
+               "--welllit", str(folders["welllit"]), "--shift-tokens", "3", "-o", str(tmp_path / "x"))
+    assert bad.exit_code == 2 and "RAVE's bias correction" in bad.stderr
+
+
+def test_train_reuses_the_residual_files_choices(folders, tmp_path):
+    res = tmp_path / "style.residual.safetensors"
+    r = _cli(tmp_path, "residual", "--welllit", str(folders["welllit"]), "--backlit", str(folders["backlit"]),
+             "-o", str(res), *TINY_ARGS)
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "fromres.safetensors"
+    # no --backlit, no --welllit, no CLIP flags: the residual file has them all
+    r = _cli(tmp_path, "train", "--method", "rave", "--residual", str(res), "--steps", "2", "--image-size", "48",
+             "--batch-size", "2", "-o", str(out))
+    assert r.exit_code == 0, r.output
+    info = load_model(out)[1]
+    assert info.guidance == f"{TINY}/random"
+    assert info.extra["residual_file"] == str(res.resolve())
+    assert info.extra["residual_model"] == f"{TINY}/random"
+    assert f"backlit from {folders['backlit']}" in info.training_data
+    assert info.extra["identity"] == "RN101" or "identity loss from the guidance tower" in r.stderr
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["model"] == str(out)
+
+
+def test_backlit_is_still_required_without_a_residual(folders, tmp_path):
+    r = _cli(tmp_path, "train", "--method", "rave", *TINY_ARGS, "--welllit", str(folders["welllit"]),
+             "-o", str(tmp_path / "m"))
+    assert r.exit_code == 2 and "--backlit is required" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_rn101_identity_with_the_tiny_clip_uses_the_tiny_resnet(folders, tmp_path):
+    out = tmp_path / "rn.safetensors"
+    r = _cli(tmp_path, "train", "--method", "rave", *TINY_ARGS, "--backlit", str(folders["backlit"]), "--welllit",
+             str(folders["welllit"]), "--identity", "RN101", "--steps", "1", "--image-size", "48", "--batch-size",
+             "2", "-o", str(out))
+    assert r.exit_code == 0, r.output
+    assert load_model(out)[1].extra["identity"] == "RN101"
