@@ -451,15 +451,25 @@ def test_restart_repeats_nothing_and_a_changed_file_is_processed_again(tmp_path,
     assert {n: stamp(n) for n in ("x.jpg", "y.jpg")} == first
 
     os.utime(inbox / "x.jpg", (time.time() + 5, time.time() + 5))  # touched: same bytes, new mtime
-    (inbox / "y.jpg").write_bytes(photo(SMALL[2]).read_bytes())  # a new version of y
+    (inbox / "y.jpg").write_bytes(photo(SMALL[2]).read_bytes())  # new content under the name y
     r = once(inbox, *args, env=env)
     assert r.returncode == 0, r.stderr
     assert done_lines(r.stderr) == [str(inbox / "y.jpg")]
     assert stamp("x.jpg") == first["x.jpg"]
-    assert stamp("y.jpg")[1] != first["y.jpg"][1]
-    assert decodes(out / "y.jpg") == decodes(photo(SMALL[2]))
+    # An edit or another photo under a reused name? Not knowable: the earlier output stays.
+    assert stamp("y.jpg") == first["y.jpg"]
+    assert decodes(out / "y_2.jpg") == decodes(photo(SMALL[2]))
     journal = rows(out / JOURNAL)
     assert journal[str(inbox / "x.jpg")]["attempts"] == 1 and journal[str(inbox / "y.jpg")]["attempts"] == 2
+    assert journal[str(inbox / "y.jpg")]["output"] == str(out / "y_2.jpg")
+    outs = ["x.jpg", "y.jpg", "y_2.jpg"]
+    assert outputs(out) == outs
+
+    (inbox / "y.jpg").write_bytes(tiny_jpegs(1)[0])  # with --overwrite it replaces its own
+    r = once(inbox, *args, "--overwrite", env=env)
+    assert r.returncode == 0, r.stderr
+    assert outputs(out) == outs and stamp("y.jpg") == first["y.jpg"]
+    assert decodes(out / "y_2.jpg") == (64, 48)
 
     # Killed after x's output was renamed into place but before "done" was recorded: x is redone.
     db = sqlite3.connect(out / JOURNAL)
@@ -470,5 +480,5 @@ def test_restart_repeats_nothing_and_a_changed_file_is_processed_again(tmp_path,
     assert r.returncode == 0, r.stderr
     assert "1 photo(s) interrupted last time will be processed again" in r.stderr
     assert done_lines(r.stderr) == [str(inbox / "x.jpg")]
-    assert outputs(out) == ["x.jpg", "y.jpg"]
+    assert outputs(out) == outs
     assert rows(out / JOURNAL)[str(inbox / "x.jpg")]["state"] == "done"

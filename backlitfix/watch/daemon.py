@@ -239,6 +239,8 @@ class Daemon:
         self._targets: set[str] | None = None  # --once: the paths found at start
         self._outcomes: dict[str, str] = {}  # --once: path -> done | failed | gone
         self._busy: set[str] = set()  # paths the worker has in hand
+        self._plans: dict[str, tuple] = {}  # folder -> ((mtime, names version), its plan): the worker's
+        self._names_version = 0  # changes whenever an output is released, adopted or renamed
         self._lock = threading.Lock()
         self._observer = None
         self._worker: threading.Thread | None = None
@@ -274,6 +276,7 @@ class Daemon:
             prefix = path.rstrip(os.sep) + os.sep
             self.tracker.forget_under(path)
             self.journal.release_under(path)  # rows being processed are released with their result
+            self._names_version += 1
             with self._lock:
                 gone = [p for p in (self._targets or ()) if p.startswith(prefix) and p not in self._busy]
             for p in gone:
@@ -319,6 +322,7 @@ class Daemon:
     def _forget(self, path: str) -> None:
         self.tracker.forget(path)
         self.journal.release(path)
+        self._names_version += 1
         self._resolve(path, "gone")
 
     # ---- outcomes ------------------------------------------------------------------------------
@@ -387,6 +391,8 @@ class Daemon:
         """Gather the facts ``decide`` asks for, one at a time; returns the job to run, if any."""
         sig = signature(path)
         facts = self._facts("taken", path, sig)
+        own = facts.entry.output if facts.entry is not None else None
+        facts = replace(facts, own_output_exists=bool(own) and os.path.lexists(own))
         while True:
             a = decide(facts)
             if a.kind == "hash":
@@ -401,6 +407,12 @@ class Daemon:
                 facts = replace(facts, digest=digest, taken_sig=facts.sig, sig=signature(path))
             elif a.kind == "plan":
                 facts = replace(facts, **self._output_facts(path, plans))
+            elif a.kind == "release":
+                self.journal.release_output(path)
+                self._names_version += 1
+                self.log.info(f"new content: {path}: the output of the earlier one stays, {a.output}")
+                plans.pop(os.path.dirname(path), None)  # its name is taken now: plan again
+                facts = replace(facts, entry=self.journal.get(path), own_output_exists=False)
             else:
                 break
         sig, digest = facts.sig, facts.digest
@@ -428,6 +440,7 @@ class Daemon:
             self._fail(path, sig, digest, a.reason)
         elif a.reason == ADOPTED:
             self.journal.adopt(path, *sig, digest, a.output, a.reason)
+            self._names_version += 1
             self.log.info(f"kept: {path} -> {a.output} ({ADOPTED})")
             self._resolve(path, "done")
         else:
@@ -441,7 +454,7 @@ class Daemon:
         exists, whose it is, and an earlier output of the natural name (for a photo moved back)."""
         folder = os.path.dirname(path)
         if folder not in plans:
-            plans[folder] = self._plan_folder(folder)
+            plans[folder] = self._folder_plan(folder)
         jobs, natural = plans[folder]
         job = jobs.get(path)
         if job is None:
@@ -456,6 +469,20 @@ class Daemon:
             if earlier is not None:
                 facts.update(earlier=first, earlier_hash=earlier[1])
         return facts
+
+    def _folder_plan(self, folder: str) -> tuple[dict, dict]:
+        """The folder's plan, made again only when the folder or the reserved names changed: after a
+        burst has landed, its batches share one plan instead of listing the folder once each."""
+        try:
+            key = (os.stat(folder).st_mtime_ns, self._names_version)  # before planning: a change meanwhile shows
+        except OSError:
+            key = None
+        hit = self._plans.get(folder)
+        if key is not None and hit is not None and hit[0] == key:
+            return hit[1]
+        made = self._plan_folder(folder)
+        self._plans[folder] = (key, made)
+        return made
 
     def _plan_folder(self, folder: str) -> tuple[dict, dict]:
         """Plan ``folder`` as `backlitfix run` would, with the outputs of photos that left it kept
@@ -503,6 +530,7 @@ class Daemon:
             except OSError:
                 pass  # the sidecar copy stays under the old name; the photo itself is what counts
         self.journal.moved_output(entry.path, new)
+        self._names_version += 1
         self.log.info(f"renamed: {old} -> {new} (a photo with the same name arrived)")
 
     def _record(self, r: Result, t: _Taken) -> None:

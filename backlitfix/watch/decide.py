@@ -9,8 +9,11 @@ was done already costs a ``stat`` and a journal lookup, not a hash.
 The rules that keep a photographer's work safe live here, in one place, with a table of tests
 (``tests/test_watch_decide.py``):
 
-* an output is replaced only by a new version of the *same* input (never another photo's, never a
-  file backlitfix did not write, unless ``overwrite``);
+* an output file is only ever written from one content: a redo after a kill writes the same bytes
+  again; a file whose content changed is a new photo as far as its output goes (a camera reusing a
+  name while the daemon was stopped looks exactly like an edit), so the earlier output is released
+  and kept, and the new content gets a name of its own, unless ``overwrite``;
+* never another photo's output, never a file backlitfix did not write (unless ``overwrite``);
 * a file that left the folder releases its output: a new photo under the reused name gets its own
   name (``discover.plan``'s counter), and the earlier output stays;
 * a result that cannot be trusted (cancelled by a stop, the file changed while it was processed)
@@ -51,7 +54,7 @@ class Facts:
     overwrite: bool = False
     result: str | None = None  # result: done | failed | cancelled
     reason: str = ""  # result: why it failed
-    own_output_exists: bool = False  # sibling: the output the journal records exists
+    own_output_exists: bool = False  # taken/sibling: the output the journal records for it exists
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,8 @@ class Action:
     release: bool = False  # record: the input left meanwhile, release it afterwards
 
 
-ACTIONS = ("wait", "queue", "hash", "plan", "process", "skip", "record", "retry", "forget", "hold", "rename")
+ACTIONS = ("wait", "queue", "hash", "plan", "process", "skip", "record", "retry", "forget", "hold", "rename",
+           "release")
 
 
 def decide(f: Facts) -> Action:
@@ -80,6 +84,7 @@ def decide(f: Facts) -> Action:
     retry    back to pending and waiting: the result says nothing about this version
     forget   the file is gone: release its journal row and output
     hold     nothing now: the result being computed settles it
+    release  (taken) the earlier content's output is kept as it is (released); plan again
     rename   (sibling) move our own output to the name discover gives it now
     """
     if f.phase not in PHASES:
@@ -108,6 +113,9 @@ def decide(f: Facts) -> Action:
         return Action("wait")  # written to while it was hashed: not complete after all
     if e is not None and e.state in TERMINAL and e.hash == f.digest:
         return Action("record", e.state, e.reason, same_content=True)  # touched or copied again
+    if (e is not None and e.output and e.state in ("done", "processing") and e.reason != KEPT_EXISTING
+            and e.hash != f.digest and f.own_output_exists and not f.overwrite):
+        return Action("release", output=e.output)  # new content: the earlier output is not replaced
     if f.planned is None and f.plan_error is None:
         return Action("plan")
     if f.plan_error is not None:

@@ -322,6 +322,14 @@ class Journal:
                            (output, path, digest, now))
         db.execute(f"DELETE FROM files WHERE {where}", args)
 
+    def release_output(self, path: str) -> None:
+        """``path`` has new content: the output of the earlier content is kept, as released."""
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO released (output, input, hash, released_at) "
+                       "SELECT output, path, hash, ? FROM files WHERE path = ? AND output IS NOT NULL",
+                       (time.time(), path))
+            db.execute("UPDATE files SET output = NULL WHERE path = ?", (path,))
+
     def adopt(self, path: str, size: int, mtime_ns: int, digest: str, output: str, reason: str) -> None:
         """``path`` is the photo a released output was made from (moved out and back): it is its again."""
         now = time.time()
