@@ -113,3 +113,31 @@ def test_rn101_identity_with_the_tiny_clip_uses_the_tiny_resnet(folders, tmp_pat
              "2", "-o", str(out))
     assert r.exit_code == 0, r.output
     assert load_model(out)[1].extra["identity"] == "RN101"
+
+
+def test_sheet_shows_the_starting_model_on_photos_kept_out_of_training(tmp_path):
+    import numpy as np
+
+    backlit = tmp_path / "eight"
+    backlit.mkdir()
+    for src in sorted(shared_path("data", "backlit").glob("ovd0312_*.jpg"))[:8]:
+        with Image.open(src) as im:
+            im.convert("RGB").resize((96, 64)).save(backlit / src.name, quality=92)
+    welllit = tmp_path / "wl"
+    welllit.mkdir()
+    for src in sorted(shared_path("data", "welllit").glob("kodim0*.jpg"))[:3]:
+        with Image.open(src) as im:
+            im.convert("RGB").resize((96, 64)).save(welllit / src.name, quality=92)
+    out = tmp_path / "sheet.safetensors"
+    r = _cli(tmp_path, "train", "--method", "rave", *TINY_ARGS, "--backlit", str(backlit), "--welllit", str(welllit),
+             "--steps", "1", "--image-size", "48", "--batch-size", "2", "--identity", "guidance", "-o", str(out))
+    assert r.exit_code == 0, r.output
+    info = load_model(out)[1]
+    kept = info.extra["held_out"]
+    assert len(kept) == 1 and info.training_data.startswith("7 backlit")  # 1 in 8 kept out of training
+    assert "keeping 1 of 8 backlit photos out of training" in r.stderr
+    with Image.open(tmp_path / "sheet.sheet.jpg") as im:
+        sheet = np.asarray(im.convert("RGB")).astype(float)
+    assert sheet.shape[1] == 3 * (320 + 8) + 8  # before | starting model | trained
+    cols = [sheet[40:200, 8 + c * 328:8 + c * 328 + 320] for c in range(3)]
+    assert abs(cols[1].mean() - cols[0].mean()) > 1  # the starting model does change the photo

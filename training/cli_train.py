@@ -4,6 +4,7 @@ Heavy imports live inside the command so `backlitfix --help` stays fast and work
 """
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import json
 import sys
@@ -149,7 +150,7 @@ def run_training(cfg, *, method, backlit, welllit, paired, residual_file, from_m
     from .data import DataError, load_image_set
     from .guidance import LatentPair, PairObjective, PromptPair, RaveObjective
     from .library import list_images
-    from .sheets import before_after_sheet, loss_curve
+    from .sheets import before_after_sheet, held_out, loss_curve
     from .trainer import Trainer, TrainingError, TrainSettings, duration, init_weights
 
     tc = cfg.training
@@ -242,6 +243,12 @@ def run_training(cfg, *, method, backlit, welllit, paired, residual_file, from_m
         extra.update(order=order, prompt_init=prompt_init if method == "clip-lit" else "randn",
                      prompt_init_steps=tc.prompt_init_steps, round_steps=tc.round_steps, refine_steps=tc.refine_steps)
 
+    unseen = held_out(b_paths)
+    if unseen:  # the sheet shows what the style does to photos it never saw
+        log(f"keeping {len(unseen)} of {len(b_paths)} backlit photos out of training for the before/after sheet: "
+            + ", ".join(p.name for p in unseen))
+        extra["held_out"] = [str(p) for p in unseen]
+        b_paths = [p for p in b_paths if p not in set(unseen)]
     log(f"loading {len(b_paths)} backlit" + (f" and {len(w_paths)} well-lit" if w_paths else "") +
         f" photos at {tc.image_size} px")
     try:
@@ -259,6 +266,7 @@ def run_training(cfg, *, method, backlit, welllit, paired, residual_file, from_m
     workdir = out.with_name(out.stem + ".training")
     if restart and (workdir / "state.pt").exists():
         (workdir / "state.pt").unlink()
+    start_net = None if scratch else copy.deepcopy(net).eval()  # for the sheet: before / start / trained
     trainer = Trainer(net, objective, images, settings, workdir, welllit=welllit_set, log=log)
     log(f"training {method} with {clip.name}: {settings.warmup_steps} warm-up + {settings.steps} steps; "
         f"checkpoints in {workdir}")
@@ -284,7 +292,7 @@ def run_training(cfg, *, method, backlit, welllit, paired, residual_file, from_m
     curve = out.with_name(out.stem + ".loss.png")
     sheet = out.with_name(out.stem + ".sheet.jpg")
     loss_curve(trainer.history, curve, title=f"{method} · {clip.name} · {out.stem}")
-    before_after_sheet(net, images.paths, sheet)
+    before_after_sheet(net, images.paths, sheet, start=start_net, unseen=unseen)
     log(f"wrote {out}\n  loss curve: {curve}\n  before/after: {sheet}\n"
         f"  use it: backlitfix run --model {out} PHOTOS")
     click.echo(json.dumps({"model": str(out), "loss_curve": str(curve), "sheet": str(sheet),

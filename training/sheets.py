@@ -1,4 +1,5 @@
-"""What a training run leaves besides the model: a loss-curve PNG and a small before/after sheet."""
+"""What a training run leaves besides the model: a loss-curve PNG and a small before/after sheet (the input,
+the starting model and the trained one, on photos kept out of training first)."""
 from __future__ import annotations
 
 import io
@@ -56,12 +57,32 @@ def _small(path: Path, long_side: int) -> np.ndarray:
     return np.array(im)
 
 
-def before_after_sheet(net: torch.nn.Module, paths: list[Path], path: Path, *, count: int = 6,
-                       long_side: int = 320, device="cpu") -> None:
-    """Rows of input | result for the first ``count`` photos, at thumbnail size, as a JPEG."""
+def held_out(paths: list[Path], *, per: int = 8, most: int = 3) -> list[Path]:
+    """Photos kept out of training for the sheet: one in ``per`` (at most ``most``), spread over the list, so
+    the sheet shows what the style does to photos it never saw. None below ``per`` photos: all are needed."""
+    k = min(most, len(paths) // per)
+    if k == 0:
+        return []
+    step = len(paths) / k
+    return [paths[int(step * i + step / 2)] for i in range(k)]
+
+
+def _enhance(net: torch.nn.Module, before: np.ndarray, device) -> np.ndarray:
+    x = torch.from_numpy(before).permute(2, 0, 1)[None].float().div(255).to(device)
+    with torch.no_grad():
+        after = (x / net(x).clamp_min(1e-3)).clamp(0, 1)
+    return (after[0].permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def before_after_sheet(net: torch.nn.Module, paths: list[Path], path: Path, *, start: torch.nn.Module | None = None,
+                       unseen: list[Path] = (), count: int = 6, long_side: int = 320, device="cpu") -> None:
+    """Rows of input | starting model | trained model at thumbnail size, as a JPEG. Photos kept out of
+    training (``unseen``) come first and are marked so; training photos fill the remaining rows. Without
+    ``start`` (training from scratch) the middle column is left out."""
     rows = []
-    net = net.eval()
-    for p in paths:
+    nets = [n.eval() for n in (start, net) if n is not None]
+    unseen_set = set(unseen)
+    for p in list(unseen) + [q for q in paths if q not in unseen_set]:
         if len(rows) == count:
             break
         try:
@@ -69,22 +90,22 @@ def before_after_sheet(net: torch.nn.Module, paths: list[Path], path: Path, *, c
         except Exception as e:  # noqa: BLE001 - a sheet is a courtesy; one bad photo just isn't on it
             print(f"warning: {p}: left off the before/after sheet: {e}", file=sys.stderr)
             continue
-        x = torch.from_numpy(before).permute(2, 0, 1)[None].float().div(255).to(device)
-        with torch.no_grad():
-            after = (x / net(x).clamp_min(1e-3)).clamp(0, 1)
-        after = (after[0].permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
-        rows.append((before, after))
+        rows.append(([before] + [_enhance(n, before, device) for n in nets], p in unseen_set))
     if not rows:
         return
+    titles = ["before"] + (["starting model"] if start is not None else []) + ["trained"]
+    cols = len(titles)
     cell_w = long_side + 8
-    heights = [max(b.shape[0], a.shape[0]) + 8 for b, a in rows]  # rows as tall as their photos
-    sheet = Image.new("RGB", (2 * cell_w + 8, sum(heights) + 28), (24, 24, 24))
+    heights = [max(img.shape[0] for img in imgs) + 22 for imgs, _ in rows]  # rows as tall as their photos
+    sheet = Image.new("RGB", (cols * cell_w + 8, sum(heights) + 28), (24, 24, 24))
     draw = ImageDraw.Draw(sheet)
-    draw.text((8 + cell_w // 2 - 20, 8), "before", fill=(220, 220, 220))
-    draw.text((8 + cell_w + cell_w // 2 - 16, 8), "after", fill=(220, 220, 220))
+    for c, title in enumerate(titles):
+        draw.text((8 + c * cell_w + cell_w // 2 - 3 * len(title), 8), title, fill=(220, 220, 220))
     top = 28
-    for (before, after), h in zip(rows, heights):
-        for c, img in enumerate((before, after)):
-            sheet.paste(Image.fromarray(img), (8 + c * cell_w + (long_side - img.shape[1]) // 2, top))
+    for (imgs, unseen_photo), h in zip(rows, heights):
+        label = "not trained on" if unseen_photo else "a training photo"
+        draw.text((8, top), label, fill=(140, 200, 140) if unseen_photo else (160, 160, 160))
+        for c, img in enumerate(imgs):
+            sheet.paste(Image.fromarray(img), (8 + c * cell_w + (long_side - img.shape[1]) // 2, top + 14))
         top += h
     atomic_write(path, lambda f: sheet.save(f, format="JPEG", quality=88))
