@@ -148,3 +148,19 @@ def test_strength_two_keeps_a_real_backlit_photos_highlights():
     one, two = e.enhance(px, 1.0), e.enhance(px, 2.0)
     assert clipped(two) <= clipped(px) + 1.0, (clipped(px), clipped(two))
     assert exposure_change(px, two)["dark30_gain"] > 1.5 * exposure_change(px, one)["dark30_gain"]
+
+
+def test_a_nan_map_reaches_the_photos_warnings_through_the_pipeline(tmp_path):
+    from PIL import Image
+
+    from backlitfix.config import load_config
+    from backlitfix.discover import Job
+    from backlitfix.pipeline import Pipeline
+
+    src = tmp_path / "dusk.png"
+    Image.fromarray(golden_pixels()).save(src)
+    cfg = load_config(None, {"strength": 1.0}, user_config=None)
+    job = Job(src, tmp_path / "out" / "dusk.png", "png", "png")
+    r = Pipeline(cfg, Enhancer(NaNNet(net()), mode="fast")).process(job)
+    assert r.status == "done", r.reason
+    assert len([w for w in r.warnings if "NaN" in w]) == 1 and r.warnings[0].startswith("dusk.png: ")
