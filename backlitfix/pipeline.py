@@ -10,10 +10,12 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 
+import click
+
 from . import __version__
 from .config import Config
 from .discover import Job
-from .enhance import Enhancer, pick_device, pick_dtype
+from .enhance import Enhancer, pick_device, pick_dtype, precision_warning
 from .io import copy_sidecars, decode, encode
 from .model.checkpoint import ModelInfo, load_model
 from .model.registry import resolve
@@ -51,6 +53,8 @@ def load_enhancer(cfg: Config) -> tuple[Enhancer, ModelInfo]:
         guide_eps=cfg.fast.guide_eps,
         tile=cfg.exact.tile,
     )
+    if cfg.mode == "fast" and (w := precision_warning(cfg.precision, device)):  # exact mode is always fp32
+        click.echo(f"backlitfix: warning: {w}", err=True)
     return enhancer, info
 
 
@@ -72,7 +76,8 @@ class Pipeline:
     def correct(self, photo: Photo) -> Photo:
         on_L = self.report.illumination(photo) if self.report is not None else None
         try:
-            photo.pixels = self.enhancer.enhance(photo.pixels, self.cfg.strength, out=_writable(photo), on_L=on_L)
+            photo.pixels = self.enhancer.enhance(photo.pixels, self.cfg.strength, out=_writable(photo), on_L=on_L,
+                                                 warn=lambda m: photo.meta.warnings.append(f"{photo.path.name}: {m}"))
         except (ValueError, RuntimeError) as e:  # too small, out of memory, ...
             raise PhotoError(photo.path, f"enhancement failed: {e}") from None
         return photo
