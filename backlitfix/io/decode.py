@@ -228,15 +228,15 @@ def _pixels(im: Image.Image, f, name: str) -> tuple[np.ndarray, np.ndarray | Non
     """H x W x 3 uint8/uint16 colour, the H x W alpha channel (None when the file has none), the ICC
     profile that describes the colour, and warnings."""
     icc = im.info.get("icc_profile") or None
+    if im.tile and _rawmode(im.tile[0]) == "LA;16B":  # 16-bit grey + alpha PNG, which Pillow cuts to 8 bits
+        # read as 8-bit RGBA instead: the same 4 bytes a pixel, so each byte arrives exactly
+        im.tile = [_with_rawmode(t, "RGBA") for t in im.tile]
+        b = np.asarray(im).astype(np.uint16)
+        return _grey16((b[..., 0] << 8) | b[..., 1], (b[..., 2] << 8) | b[..., 3], icc, name)
     if im.mode in ("RGB", "RGBA") and im.tile and _rawmode(im.tile[0]).endswith((";16B", ";16L", ";16N")):
         return (*_split(_load_16bit(im, f)), icc, [])
     if im.mode.startswith("I;16") or im.mode == "I":  # 16-bit greyscale
-        grey = np.asarray(im).clip(0, 65535).astype(np.uint16)
-        warnings = []
-        if icc and icc_colour_space(icc) != b"RGB ":
-            warnings.append(f"{name}: greyscale ICC profile dropped (16-bit greyscale is stored as RGB)")
-            icc = None
-        return np.repeat(grey[..., None], 3, axis=2), None, icc, warnings
+        return _grey16(np.asarray(im).clip(0, 65535).astype(np.uint16), None, icc, name)
     if im.mode == "F":
         raise ValueError("32-bit floating-point images are not supported")
     im.load()
@@ -252,6 +252,14 @@ def _pixels(im: Image.Image, f, name: str) -> tuple[np.ndarray, np.ndarray | Non
     if im.mode == "RGB":
         return np.asarray(im), alpha, icc, []
     return np.asarray(im.convert("RGB")), alpha, icc, []
+
+
+def _grey16(grey: np.ndarray, alpha: np.ndarray | None, icc: bytes | None, name: str):
+    warnings = []
+    if icc and icc_colour_space(icc) != b"RGB ":
+        warnings.append(f"{name}: greyscale ICC profile dropped (16-bit greyscale is stored as RGB)")
+        icc = None
+    return np.repeat(grey[..., None], 3, axis=2), alpha, icc, warnings
 
 
 def _load_16bit(im: Image.Image, f) -> np.ndarray:

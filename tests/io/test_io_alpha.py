@@ -87,6 +87,10 @@ def _write(kind: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
         la = _rgba(np.uint8)[..., :2]
         Image.fromarray(la, "LA").save(path)
         px = np.concatenate([np.repeat(la[..., :1], 3, axis=2), la[..., 1:]], axis=2)
+    elif kind == "la16":  # Pillow itself reads these as 8 bits
+        la = _rgba(np.uint16)[..., :2]
+        path.write_bytes(_png(la, 4))
+        px = np.concatenate([np.repeat(la[..., :1], 3, axis=2), la[..., 1:]], axis=2)
     elif kind == "palette":
         rgb = _rgba(np.uint8)[..., :3] // 64 * 64  # few colours: an exact palette
         im = Image.fromarray(rgb).quantize(colors=64, dither=Image.Dither.NONE)
@@ -97,7 +101,7 @@ def _write(kind: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 KINDS = {"png8": "png", "png16": "png", "tiff8": "tif", "tiff16": "tif", "webp": "webp", "la": "png",
-         "palette": "png"}
+         "la16": "png", "palette": "png"}
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
@@ -121,7 +125,7 @@ def _read_back(path: Path, fmt: str) -> np.ndarray:
     return np.asarray(Image.open(path))
 
 
-@pytest.mark.parametrize("kind", ["png8", "png16", "tiff16", "la"])
+@pytest.mark.parametrize("kind", ["png8", "png16", "tiff16", "la", "la16"])
 @pytest.mark.parametrize("fmt", ["png", "tiff", "webp"])
 def test_encode_writes_the_alpha_back_unchanged(tmp_path, kind, fmt):
     path = tmp_path / f"{kind}.{KINDS[kind]}"
