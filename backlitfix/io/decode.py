@@ -122,7 +122,8 @@ def _decode_pillow(path: Path, max_pixels: int) -> Photo:
         try:
             im = Image.open(f, formats=_pillow_formats())
         except UnidentifiedImageError:
-            raise PhotoError(path, _unsupported_tiff(f) or "not an image (unrecognised file content)") from None
+            reason = _unsupported_tiff(f, opened=False) or "not an image (unrecognised file content)"
+            raise PhotoError(path, reason) from None
         except _LOAD_ERRORS as e:
             raise PhotoError(path, f"damaged or truncated image ({e})") from None
         fmt = _FORMATS[im.format]
@@ -189,17 +190,20 @@ def _is_page(entries: dict, endian: str) -> bool:
     return 0x0100 in entries and not (subfile or 0) & 1
 
 
-def _unsupported_tiff(f) -> str | None:
-    """Why Pillow could not open a TIFF, when the reason is its sample type (float, 32-bit)."""
+def _unsupported_tiff(f, *, opened: bool = True) -> str | None:
+    """Why we cannot read a TIFF, when it is its sample type (float, 32-bit); or, for one that
+    Pillow could not open at all (`opened` False), its layout."""
     try:
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            kind, bits = sample_format(TiffReader(buf))
+            kind, bits, samples = sample_format(TiffReader(buf))
     except (TiffFormatError, OSError, ValueError):
         return None
     if kind == "float":
         return f"{bits}-bit floating-point TIFF is not supported (save it as 8- or 16-bit integer TIFF)"
     if bits > 16:
         return f"{bits}-bit {kind} TIFF is not supported (save it as 8- or 16-bit TIFF)"
+    if not opened:
+        return f"unsupported TIFF layout ({samples} samples of {bits}-bit {kind} per pixel)"
     return None
 
 

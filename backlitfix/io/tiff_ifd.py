@@ -173,12 +173,13 @@ def page_directories(r: TiffReader, limit: int = 10_000) -> list[dict[int, Entry
 _SAMPLE_FORMATS = {1: "unsigned integer", 2: "signed integer", 3: "float", 4: "undefined"}
 
 
-def sample_format(r: TiffReader) -> tuple[str, int]:
-    """The first page's sample type ("unsigned integer", "float", ...) and bits per sample."""
+def sample_format(r: TiffReader) -> tuple[str, int, int]:
+    """The first page's sample type ("unsigned integer", "float", ...), bits per sample and samples per pixel."""
     entries, _ = r.read_ifd(r.first_ifd, [], "IFD0")
     kind = entries[0x0153].first(r.endian) if 0x0153 in entries else 1
     bits = entries[0x0102].first(r.endian) if 0x0102 in entries else 1
-    return _SAMPLE_FORMATS.get(kind, "unknown"), bits or 1
+    samples = entries[0x0115].first(r.endian) if 0x0115 in entries else 1
+    return _SAMPLE_FORMATS.get(kind, "unknown"), bits or 1, samples or 1
 
 
 class TiffWriter:

@@ -70,6 +70,14 @@ def test_float_and_32bit_integer_tiffs_are_named_as_unsupported(tmp_path, shape)
         assert err.value.reason.startswith(f"32-bit {kind} TIFF is not supported (save it as 8- or 16-bit")
 
 
+def test_a_tiff_layout_pillow_cannot_open_is_named(tmp_path):
+    la = np.zeros((8, 9, 2), np.uint16)  # 16-bit grey + alpha
+    tifffile.imwrite(tmp_path / "la.tif", la, photometric="minisblack", extrasamples=[2], planarconfig="contig")
+    with pytest.raises(PhotoError) as err:
+        decode(tmp_path / "la.tif", max_pixels=LIMIT)
+    assert err.value.reason == "unsupported TIFF layout (2 samples of 16-bit unsigned integer per pixel)"
+
+
 def test_run_reports_dropped_pages_and_float_tiffs(tmp_path):
     d = tmp_path / "in"
     d.mkdir()
