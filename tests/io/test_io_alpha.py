@@ -234,3 +234,13 @@ def test_run_to_jpeg_flattens_and_warns_on_stderr_and_in_json(tmp_path):
     assert out.ndim == 3 and out.shape[2] == 3
     h, w = out.shape[:2]
     assert out[h // 2 - 3:h // 2 + 3, w // 2 - 3:w // 2 + 3].min() > 235  # the hole is white
+
+
+def test_heif_output_carries_alpha_too(tmp_path):
+    pillow_heif = pytest.importorskip("pillow_heif")
+    _, alpha = _write("png8", tmp_path / "a.png")
+    photo = decode(tmp_path / "a.png", max_pixels=LIMIT)
+    encode(photo, tmp_path / "a.heic", fmt="heif", software=SOFTWARE)
+    back = np.asarray(pillow_heif.open_heif(tmp_path / "a.heic"))
+    assert back.shape == (*alpha.shape, 4)
+    assert np.abs(back[..., 3].astype(int) - alpha).max() <= 2  # HEIF codes its alpha plane lossily too
