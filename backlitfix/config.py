@@ -32,6 +32,7 @@ __all__ = [
     "InputConfig",
     "OutputConfig",
     "WatchConfig",
+    "BurstConfig",
     "TrainingConfig",
     "EvalConfig",
     "config_keys",
@@ -111,6 +112,11 @@ class WatchConfig:
 
 
 @dataclass(frozen=True)
+class BurstConfig:
+    gap_seconds: float = _opt(ge=0)
+
+
+@dataclass(frozen=True)
 class TrainingConfig:
     clip_model: str = _opt(allowed="an open_clip architecture name, e.g. ViT-B-32", check=_check_nonempty)
     clip_pretrained: str = _opt(allowed="an open_clip pretrained tag (e.g. openai) or a local checkpoint file",
@@ -149,7 +155,7 @@ class Config:
                              check=_check_nonempty)
     device: Literal["auto", "cpu", "cuda", "mps"] = _opt()
     mode: Literal["fast", "exact"] = _opt()
-    strength: float = _opt(ge=0, le=2)
+    strength: float | Literal["auto"] = _opt(ge=0, le=2)  # "auto": backlitfix.strength decides per photo
     precision: Literal["auto", "fp32", "bf16", "fp16"] = _opt()
     jobs: int = _opt(ge=0)
     memory_budget_mb: int = _opt(ge=0)
@@ -158,6 +164,7 @@ class Config:
     input: InputConfig = _opt()
     output: OutputConfig = _opt()
     watch: WatchConfig = _opt()
+    burst: BurstConfig = _opt()
     training: TrainingConfig = _opt()
     eval: EvalConfig = _opt()
 
@@ -169,6 +176,7 @@ class _Leaf:
     choices: tuple[str, ...]
     nullable: bool
     meta: Mapping[str, Any]
+    words: tuple[str, ...] = ()  # a number-or-word setting (strength: auto) accepts these words too
 
 
 def _schema(cls: type, prefix: str = "") -> tuple[dict[str, _Leaf], dict[str, type]]:
@@ -189,7 +197,11 @@ def _schema(cls: type, prefix: str = "") -> tuple[dict[str, _Leaf], dict[str, ty
         nullable = type(None) in args
         if nullable:
             (hint,) = [a for a in args if a is not type(None)]
-        if typing.get_origin(hint) is Literal:
+        words = tuple(w for a in typing.get_args(hint) if typing.get_origin(a) is Literal for w in typing.get_args(a))
+        if words:  # float | Literal["auto"]: a number, or one of the words
+            (hint,) = [a for a in typing.get_args(hint) if typing.get_origin(a) is not Literal]
+            leaves[key] = _Leaf(key, hint, (), nullable, f.metadata, words)
+        elif typing.get_origin(hint) is Literal:
             leaves[key] = _Leaf(key, str, tuple(typing.get_args(hint)), nullable, f.metadata)
         else:
             leaves[key] = _Leaf(key, hint, (), nullable, f.metadata)
@@ -236,6 +248,8 @@ def _allowed(leaf: _Leaf) -> str:
             if le is not None:
                 parts.append(f"<= {_fmt_num(le)}")
             text = f"{noun} " + " and ".join(parts) if parts else noun
+    if leaf.words:
+        text += ", or " + ", ".join(leaf.words)
     if leaf.nullable:
         text += ", or null"
     return text
@@ -293,6 +307,8 @@ def _coerce_text(leaf: _Leaf, value: str) -> Any:
 def _validate(leaf: _Leaf, value: Any, source: str) -> Any:
     """Return the typed value, or raise ConfigError."""
     original = value
+    if leaf.words and isinstance(value, str) and value.strip() in leaf.words:
+        return value.strip()
     if source == COMMAND_LINE and isinstance(value, str):
         value = _coerce_text(leaf, value)
     if value is None:

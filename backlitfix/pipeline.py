@@ -13,13 +13,17 @@ from dataclasses import asdict, dataclass, field
 import click
 
 from . import __version__
+from .bursts import BurstStore, Capture, MemoryBurstStore, capture_of
 from .config import Config
 from .discover import Job
-from .enhance import Enhancer, pick_device, pick_dtype, precision_warning
+from .enhance import (
+    Enhancer, StrengthRule, downscale, pick_device, pick_dtype, precision_warning, to_float, working_size,
+)
 from .io import copy_sidecars, decode, encode
 from .model.checkpoint import ModelInfo, load_model
 from .model.registry import resolve
 from .photo import Photo, PhotoError
+from .strength import auto_strength
 
 SOFTWARE = f"backlitfix {__version__}"
 
@@ -32,6 +36,8 @@ class Result:
     reason: str = ""
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    strength: float | None = None  # the strength applied (or, in a dry run, that would be)
+    group: str | None = None  # the burst that shared its auto strength, or None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -59,10 +65,13 @@ def load_enhancer(cfg: Config) -> tuple[Enhancer, ModelInfo]:
 
 
 class Pipeline:
-    def __init__(self, cfg: Config, enhancer: Enhancer | None, report=None):
+    def __init__(self, cfg: Config, enhancer: Enhancer | None, report=None, bursts: BurstStore | None = None):
         self.cfg = cfg
         self.enhancer = enhancer
         self.report = report  # optional backlitfix.eval.report.Report: takes thumbnails along the way
+        # watch passes its journal's SqliteBurstStore, so bursts outlive a restart; a run keeps them in memory
+        self.bursts = bursts if bursts is not None else MemoryBurstStore(cfg.burst.gap_seconds)
+        self.applied: dict[str, tuple[float, str | None]] = {}  # input path -> (strength, burst id)
 
     def should_skip(self, job: Job) -> bool:
         return not self.cfg.output.overwrite and os.path.lexists(job.output)
@@ -73,10 +82,71 @@ class Pipeline:
             self.report.before(photo)  # now: `correct` overwrites these pixels in place
         return photo
 
+    def strength_for(self, photo: Photo) -> float | StrengthRule:
+        """A fixed strength, a burst's strength, or (auto, first frame) a rule the enhancer asks once it
+        has the photo's illumination map. Whatever is applied is recorded in ``applied``."""
+        key = str(photo.path)
+        if self.cfg.strength != "auto":
+            self.applied[key] = (float(self.cfg.strength), None)
+            return float(self.cfg.strength)
+        capture = capture_of(photo.meta.exif) if self.cfg.burst.gap_seconds > 0 else Capture()
+        burst = self.bursts.lookup(capture)
+        if burst is not None:  # a later frame: the burst's look, and no decision to make
+            self.bursts.assign(capture, key, burst.strength, burst)
+            self.applied[key] = (burst.strength, burst.id)
+            return burst.strength
+
+        def rule(small, L) -> float:
+            s = round(auto_strength(small, L), 3)
+            group = self.bursts.assign(capture, key, s).id if capture.burstable else None
+            self.applied[key] = (s, group)
+            return s
+
+        return rule
+
+    def annotate(self, results) -> None:
+        """Give each Result the strength applied and its burst; a burst of one frame is no group."""
+        frames: dict[str, int] = {}
+        for s, g in self.applied.values():
+            frames[g] = frames.get(g, 0) + 1
+        for r in results:
+            if r is not None and r.input in self.applied and r.status in ("done", "planned"):
+                r.strength, g = self.applied[r.input]
+                r.group = g if g is not None and frames[g] > 1 else None
+
+    def preview(self, job: Job) -> float:
+        """--dry-run: the strength the photo would get (auto: decode + one working-resolution network pass)."""
+        if self.cfg.strength != "auto":
+            self.applied[str(job.input)] = (float(self.cfg.strength), None)
+            return float(self.cfg.strength)
+        photo = decode(job.input, max_pixels=self.cfg.input.max_pixels)
+        s = self.strength_for(photo)
+        if callable(s):
+            H, W = photo.pixels.shape[:2]
+            h, w = working_size(H, W, self.enhancer.working_megapixels)
+            small = to_float(photo.pixels) if (h, w) == (H, W) else downscale(photo.pixels, h, w)
+            s = s(small, self.enhancer.illumination(small)[0, 0].cpu())
+        return s
+
+    def previews(self, jobs, results, on_result=None) -> None:
+        """--dry-run: fill in the strength each planned photo would get; one it cannot read fails here
+        as it would in the real run (``on_result`` hears of it)."""
+        by_input = {str(j.input): j for j in jobs}
+        for k, r in enumerate(results):
+            if r is None or r.status != "planned" or r.input not in by_input:
+                continue
+            try:
+                self.preview(by_input[r.input])
+            except Exception as e:  # noqa: BLE001 - one photo's problem, as in the real run
+                results[k] = failure(by_input[r.input], e)
+                if on_result:
+                    on_result(results[k])
+
     def correct(self, photo: Photo) -> Photo:
         on_L = self.report.illumination(photo) if self.report is not None else None
         try:
-            photo.pixels = self.enhancer.enhance(photo.pixels, self.cfg.strength, out=_writable(photo), on_L=on_L,
+            strength = self.strength_for(photo)
+            photo.pixels = self.enhancer.enhance(photo.pixels, strength, out=_writable(photo), on_L=on_L,
                                                  warn=lambda m: photo.meta.warnings.append(f"{photo.path.name}: {m}"))
         except (ValueError, RuntimeError) as e:  # too small, out of memory, ...
             raise PhotoError(photo.path, f"enhancement failed: {e}") from None
@@ -102,8 +172,9 @@ class Pipeline:
             self.save(photo, job)
         except Exception as e:  # one photo's problem, never the caller's
             return failure(job, e, time.perf_counter() - t0)
+        s, group = self.applied.pop(str(job.input), (None, None))
         return Result(str(job.input), str(job.output), "done", warnings=list(photo.meta.warnings),
-                      seconds=time.perf_counter() - t0)
+                      seconds=time.perf_counter() - t0, strength=s, group=group)
 
 
 def failure(job: Job, e: Exception, seconds: float = 0.0) -> Result:

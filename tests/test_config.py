@@ -33,7 +33,7 @@ def test_package_defaults_load_and_are_typed():
     assert isinstance(cfg, Config)
     assert cfg.mode == "fast" and cfg.device == "auto" and cfg.precision == "auto"
     assert cfg.model is None and cfg.jobs == 0
-    assert cfg.strength == 1.0 and isinstance(cfg.strength, float)
+    assert cfg.strength == "auto" and cfg.burst.gap_seconds == 2.0  # issue 12: auto strength by default
     assert cfg.fast.guide_radius == 2 and cfg.fast.guide_eps == pytest.approx(0.001)
     assert cfg.exact.tile == 512
     assert cfg.input.recursive is False and cfg.input.max_pixels == 250_000_000

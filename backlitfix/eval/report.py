@@ -39,6 +39,7 @@ THUMB_DIR = ".backlitfix-report"
 THUMB_SIDE = 640  # long side in px: sharp in a two-column grid, ~30-60 KB per JPEG
 THUMB_QUALITY = 80
 L_FLOOR = 1e-3  # as in enhance.apply_gain
+LEFT_ALONE = 0.05  # a strength below this changes a photo's mean luminance by well under 2 %: "left alone"
 _THUMB_NAME = re.compile(r"^\d{4,}-[0-9a-f]{10}-(before|after|light)\.jpg$")  # only these are ever deleted
 
 
@@ -52,7 +53,7 @@ class _Entry:
     thumb: tuple[int, int] | None = None  # the thumbnails' W x H
     files: dict[str, str] = field(default_factory=dict)  # kind -> thumbnail file name
     L: object = None  # the enhancer's small map, waiting for `after`
-    gain: tuple[float, float] | None = None  # typical and 99th-percentile brightening, in EV
+    gain: tuple[float, float] | None = None  # typical and 99th-percentile brightening at strength 1, in EV
     colour: str = ""  # the profile converted from, e.g. "Adobe RGB (1998) → sRGB"
     problems: list[str] = field(default_factory=list)
 
@@ -77,7 +78,7 @@ class Report:
     def __init__(self, folder: Path, jobs: Sequence[Job], strength: float = 1.0, thumb_side: int = THUMB_SIDE):
         self.folder = Path(folder)
         self.thumbs = self.folder / THUMB_DIR
-        self.strength = strength
+        self.strength = strength  # a number, or "auto": each Result then carries its photo's own
         self.side = thumb_side
         self._entries: dict[str, _Entry] = {}
         for i, job in enumerate(jobs, 1):
@@ -154,7 +155,7 @@ class Report:
     def _light(self, e: _Entry, L) -> Image.Image:
         """L as a grey thumbnail of the photo thumbnails' size, and the brightening it means in EV."""
         m = np.asarray(L, dtype=np.float32)
-        ev = self.strength * -np.log2(np.maximum(m, L_FLOOR))
+        ev = -np.log2(np.maximum(m, L_FLOOR))  # at strength 1: the page scales it by the photo's strength
         e.gain = (float(np.median(ev)), float(np.percentile(ev, 99)))
         grey = Image.fromarray(m, "F").resize(e.thumb or _fit(m.shape[1], m.shape[0], self.side), Image.BILINEAR)
         return Image.fromarray((np.clip(np.asarray(grey), 0.0, 1.0) * 255 + 0.5).astype(np.uint8), "L")
@@ -234,7 +235,8 @@ def settings_of(cfg, info, enhancer) -> list[tuple[str, str]]:
     rows = [
         ("Model", model),
         ("Mode", mode),
-        ("Strength", f"{cfg.strength:g}"),
+        ("Strength", "auto: each photo's light decides; a burst shares its first frame's" if cfg.strength == "auto"
+         else f"{cfg.strength:g}"),
         ("Precision", prec),
         ("Device", str(enhancer.device)),
         ("Output", fmt + (f", suffix {cfg.output.suffix!r}" if cfg.output.suffix else "")),
@@ -313,7 +315,7 @@ def _card(r, e: _Entry | None, folder: Path) -> str:
         facts.append(f"<li><b>{r.seconds:.1f} s</b></li>")
     if e and e.gain and r.status == "done":
         facts.append(f'<li title="Brightening from the illumination map: median, and 99th percentile">'
-                     f"<b>{_ev(e.gain[0])}</b> typical · <b>{_ev(e.gain[1])}</b> max</li>")
+                     f"<b>{_ev(s * e.gain[0])}</b> typical · <b>{_ev(s * e.gain[1])}</b> max</li>")
     if e and e.colour:
         facts.append(f"<li>{_text(e.colour)} preview</li>")
     notes = list(r.warnings) + (e.problems if e else [])
@@ -321,11 +323,20 @@ def _card(r, e: _Entry | None, folder: Path) -> str:
         actions.append('<button type="button" class="mapbtn" aria-pressed="false" '
                        'title="Show the illumination map (key M on the slider)">Illumination map</button>')
     if r.status == "done" and r.output:
+    strength = getattr(r, "strength", None)
+    if strength is not None and r.status == "done":
+        facts.append(f'<li class="strength" title="Strength applied: 0 = left alone, 1 = the model\'s correction">'
+                     f"Strength <b>{strength:.2f}</b>" + (" · left alone" if strength < LEFT_ALONE else "") + "</li>")
+    group = getattr(r, "group", None)
+    if group and r.status == "done":
+        facts.append(f'<li class="burst" title="Frames of one burst share the strength of its first">Burst <b>{_text(group)}</b></li>')
         actions.append(f'<a href="{_url(Path(r.output), folder)}">Open result</a>')
+        s = 1.0 if strength is None else strength
     actions.append(f'<a href="{_url(src, folder)}">Original</a>')
     title = f'<a href="{_url(Path(r.output), folder)}">{name}</a>' if r.status == "done" and r.output else name
     out = [
-        f'<article class="card {r.status}" id="p-{idx:04d}"' + (" data-warn" if notes else "") + ">",
+        f'<article class="card {r.status}" id="p-{idx:04d}"' + (" data-warn" if notes else "")
+        + (" data-alone" if _left_alone(r) else "") + ">",
         _figure(e, name),
         '<div class="info">',
         f'<div class="head"><h3 title="{_text(src)}">{title}</h3><span class="status {r.status}">{r.status}</span></div>',
@@ -351,6 +362,11 @@ def _page(folder: Path, rows, errors: Sequence[PhotoError], settings, seconds: f
     skipped = [r for r, _ in rows if r.status == "skipped"]
     done = [r for r, _ in rows if r.status == "done"]
     failed = [(r, e) for r, e in rows if r.status == "failed"]
+def _left_alone(r) -> bool:
+    s = getattr(r, "strength", None)
+    return r.status == "done" and s is not None and s < LEFT_ALONE
+
+
     warned = sum(1 for r, e in shown if r.warnings or (e and e.problems))
     processed = len(done) + len(failed)
     per_photo = seconds / processed if processed else 0.0  # throughput: photos overlap in the batch
@@ -399,6 +415,9 @@ def _page(folder: Path, rows, errors: Sequence[PhotoError], settings, seconds: f
         body.append('<main class="grid">' + "\n".join(_card(r, e, folder) for r, e in shown) + "</main>")
     if skipped:
         body.append(f'<details class="skipped"><summary>{len(skipped)} skipped: their outputs already exist '
+            f'<button type="button" class="chip" data-show="alone" aria-pressed="false" '
+            f'title="Photos whose light needed no correction (strength below {LEFT_ALONE:g})">'
+            f"Left alone {sum(1 for r, _ in shown if _left_alone(r))}</button>"
                     "(run with --overwrite to redo them)</summary><ul>"
                     + "".join(f"<li>{_text(r.input)}</li>" for r in skipped) + "</ul></details>")
     body.append(f"<footer>backlitfix {_text(__version__)}. The illumination map L is what the model estimated; "
