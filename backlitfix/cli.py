@@ -5,6 +5,8 @@ Exit codes: 0 every photo succeeded (or was skipped), 1 some failed, 2 usage or 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -17,11 +19,15 @@ from training.cli_train import train
 from . import __version__
 from .cli_options import (
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_OK,
+    ensure_std_streams,
     fail_usage,
     load_cli_config,
+    output_folder_problem,
     photo_options,
 )
+from .display import shown
 from .eval.command import eval_cmd
 from .plugins.command import plugins
 from .watch.command import watch
@@ -31,6 +37,7 @@ from .watch.command import watch
 @click.version_option(__version__, prog_name="backlitfix")
 def main():
     """Fix backlit photos: brighten the dark subject, keep the bright background."""
+    ensure_std_streams()
 
 
 @main.command()
@@ -51,23 +58,32 @@ def run(paths, dry_run, as_json, with_report, **opts):
     work = plan(list(paths), recursive=cfg.input.recursive, output_dir=cfg.output.dir,
                 suffix=cfg.output.suffix, fmt=cfg.output.format)
     for e in work.errors:
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"error: {shown(e.path)}: {shown(e.reason)}", err=True)
 
     from .pipeline import Pipeline, Result, load_enhancer
-    from .runner import run_batch
+    from .runner import Interrupted, run_batch
 
     enhancer, info = None, None
     try:
-        if dry_run:
-            from .model.registry import resolve
-
-            resolve(cfg.model)  # a wrong --model is still worth knowing before the real run
-        elif work.jobs:
+        if dry_run or work.jobs:  # a dry run loads and checks the model as the real run would
             enhancer, info = load_enhancer(cfg)
     except (CheckpointError, ValueError) as e:
         fail_usage(str(e))
 
-    show_progress = sys.stderr.isatty() and not dry_run and len(work.jobs) > 0
+    pipeline = Pipeline(cfg, enhancer)
+    todo = [j for j in work.jobs if not pipeline.should_skip(j)]
+    for folder in dict.fromkeys(j.output.parent for j in todo):  # once, before any work
+        problem = output_folder_problem(folder)
+        if problem:
+            fail_usage(f"output folder {shown(folder)}: {problem}")
+    if not dry_run and work.jobs:
+        from .io.atomic import remove_stale_temps
+
+        stale = remove_stale_temps(j.output for j in work.jobs)
+        if stale:
+            click.echo(f"note: removed {len(stale)} temporary file(s) an interrupted run left", err=True)
+
+    show_progress = bool(sys.stderr and sys.stderr.isatty()) and not dry_run and len(work.jobs) > 0
     bar = None
     if show_progress:
         from tqdm import tqdm
@@ -77,11 +93,9 @@ def run(paths, dry_run, as_json, with_report, **opts):
     def report(r: Result):
         say = bar.write if bar else (lambda m: click.echo(m, err=True))
         if r.status == "failed":
-            say(f"error: {r.input}: {r.reason}")
+            say(f"error: {shown(r.input)}: {shown(r.reason)}")
         for w in r.warnings:
-            say(f"warning: {w}")
-        if dry_run and not as_json:
-            click.echo(f"{r.input} -> {r.output}" + (" (exists, skipped)" if r.status == "skipped" else ""))
+            say(f"warning: {shown(w)}")
         if bar:
             bar.update(1)
 
@@ -94,10 +108,28 @@ def run(paths, dry_run, as_json, with_report, **opts):
             click.echo(f"note: no report: {'a dry run processes nothing' if dry_run else 'no photos'}", err=True)
         else:
             rep = Report(folder, work.jobs, strength=cfg.strength)
+    pipeline.report = rep
 
-    results = run_batch(work.jobs, Pipeline(cfg, enhancer, rep), workers=cfg.jobs, dry_run=dry_run, on_result=report)
+    interrupted = 0
+    try:
+        results = run_batch(work.jobs, pipeline, workers=cfg.jobs, dry_run=dry_run, on_result=report,
+                            memory_budget=cfg.memory_budget_mb * 2**20)
+    except Interrupted as stop:  # Ctrl-C: what was finished is kept and summarised; the rest is not started
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the summary short
+        results = [r for r in stop.results if r is not None]
+        interrupted = len(stop.results) - len(results)
+        if rep is not None:
+            rep.discard(str(j.input) for j, r in zip(work.jobs, stop.results) if r is None)
     if bar:
         bar.close()
+    if dry_run:  # the strengths it would use: one working-resolution network pass per photo
+        pipeline.previews(work.jobs, results, on_result=report)
+    pipeline.annotate(results)
+    if dry_run and not as_json:
+        for r in results:
+            click.echo(f"{shown(r.input)} -> {shown(r.output)}" + (" (exists, skipped)" if r.status == "skipped" else "")
+                       + (f"  strength {r.strength:.2f}" if r.strength is not None else "")
+                       + (f"  burst {r.group}" if r.group else ""))
 
     counts = {s: sum(r.status == s for r in results) for s in ("done", "failed", "skipped", "planned")}
     counts["failed"] += len(work.errors)
@@ -110,7 +142,7 @@ def run(paths, dry_run, as_json, with_report, **opts):
         try:
             report_path = rep.write(results, work.errors, settings_of(cfg, info, enhancer), elapsed)
         except PhotoError as e:  # the photos are done; a report that cannot be written is not a failed photo
-            click.echo(f"error: {e.path}: {e.reason}", err=True)
+            click.echo(f"error: {shown(e.path)}: {shown(e.reason)}", err=True)
     if as_json:
         summary = {
             "version": __version__,
@@ -119,19 +151,39 @@ def run(paths, dry_run, as_json, with_report, **opts):
             "strength": cfg.strength,
             "dry_run": dry_run,
             **counts,
+            **({"interrupted": interrupted} if interrupted else {}),
             "ignored": work.ignored,
+            "ignored_files": [{"input": str(p), "reason": why} for p, why in work.ignored_files],
             "seconds": round(elapsed, 3),
             **({"report": str(report_path) if report_path else None} if with_report else {}),
             "files": [r.to_json() for r in results]
             + [{"input": str(e.path), "output": None, "status": "failed", "reason": e.reason} for e in work.errors],
         }
-        click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+        try:
+            click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+        except OSError as e:  # a full disk or a closed pipe: one line, not a traceback
+            _drop_stdout()
+            click.echo(f"backlitfix: error: cannot write the --json summary: {e.strerror or e}", err=True)
+            sys.exit(EXIT_INTERRUPTED if interrupted else EXIT_FAILED)
     else:
         parts = [f"{counts[k]} {k}" for k in ("done", "planned", "skipped", "failed") if counts[k]]
+        if interrupted:
+            parts.append(f"{interrupted} not done (interrupted)")
         click.echo(f"backlitfix: {', '.join(parts) or 'no photos found'} in {elapsed:.1f} s", err=True)
         if report_path:
-            click.echo(f"backlitfix: report: {report_path}", err=True)
-    sys.exit(EXIT_FAILED if counts["failed"] else EXIT_OK)
+            click.echo(f"backlitfix: report: {shown(report_path)}", err=True)
+    sys.exit(EXIT_INTERRUPTED if interrupted else EXIT_FAILED if counts["failed"] else EXIT_OK)
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush of what could not be written
+    does not print a traceback of its own."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 @main.command("models")

@@ -1,19 +1,60 @@
 """Options and config handling shared by `run` and `watch`, so both take the same flags.
 
-Exit codes: 0 every photo succeeded (or was skipped), 1 some failed, 2 usage or configuration error.
+Exit codes: 0 every photo succeeded (or was skipped), 1 some failed, 2 usage or configuration error
+(an output folder that cannot be written included), 130 interrupted (Ctrl-C).
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import click
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def ensure_std_streams() -> None:
+    """Give closed standard descriptors (``2>&-``) /dev/null. Else Python has no sys.stderr, and the
+    next file opened (a photo's temporary file) would get descriptor 2: whatever anything wrote to
+    stderr would land in the output."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDWR)  # the lowest free descriptor: this one
+            if opened != fd:
+                os.dup2(opened, fd)
+                os.close(opened)
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115
+
+
+def output_folder_problem(folder: Path) -> str | None:
+    """Why outputs cannot be written in ``folder`` (which need not exist yet), or None. Read-only: looks
+    at the nearest existing folder on the way, creates nothing, so a dry run can ask too."""
+    folder = Path(os.path.abspath(folder))
+    p = folder
+    while not os.path.lexists(p) and p.parent != p:
+        p = p.parent
+    if not p.is_dir():
+        return f"{p} is not a folder" if p == folder else f"{p} is a file, not a folder"
+    try:
+        if os.statvfs(p).f_flag & os.ST_RDONLY:
+            return f"read-only file system at {p}"
+    except (OSError, AttributeError):
+        pass
+    if not os.access(p, os.W_OK | os.X_OK):
+        return f"no permission to write in {p}"
+    return None
 
 
 def fail_usage(msg: str):
-    click.echo(f"backlitfix: error: {msg}", err=True)
+    from .display import shown
+
+    click.echo(f"backlitfix: error: {shown(msg)}", err=True)
     sys.exit(EXIT_USAGE)
 
 
@@ -29,7 +70,7 @@ def photo_options(f):
         click.option("-j", "--jobs", type=int, help="Parallel decode/encode workers [default: one per core]."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), help="Where the network runs."),
         click.option("--model", help="Model name or checkpoint path [default: the embedded model]."),
-        click.option("--strength", type=float, help="0 = original, 1 = the model's correction (up to 2)."),
+        click.option("--strength", help="auto (default: each photo's light decides), or 0 = original .. 1 = the model's correction (up to 2)."),
         click.option("--mode", type=click.Choice(["fast", "exact"]), help="fast: estimate at working resolution; exact: full-resolution tiles."),
         click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="Network precision in fast mode."),
         click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), help="A config file layered over the defaults and the user config."),

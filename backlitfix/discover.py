@@ -63,8 +63,20 @@ class Job:
 class Plan:
     jobs: list[Job] = field(default_factory=list)
     errors: list[PhotoError] = field(default_factory=list)
-    ignored: int = 0  # non-image files and sidecars found in folders and skipped
+    ignored: int = 0  # non-image files, sidecars and our own outputs found in folders and skipped
     duplicates: int = 0  # inputs reached more than once and processed once
+    ignored_files: list[tuple[Path, str]] = field(default_factory=list)  # (path, why) of each ignored file
+
+    def ignore(self, path: Path, why: str) -> None:
+        self.ignored += 1
+        self.ignored_files.append((path, why))
+
+
+def _why_not_a_photo(name: str) -> str:
+    ext = os.path.splitext(name)[1].lower()
+    if ext in SIDECAR_EXTENSIONS:
+        return "a sidecar: copied with its photo"
+    return f"not a supported image type ({ext})" if ext else "not a supported image type (no extension)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,12 +154,12 @@ def _walk(root: Path, recursive: bool, skip_dirs: set, plan_: Plan, found: list[
             if ext in IMAGE_EXTENSIONS:
                 found.append(path)
             else:
-                plan_.ignored += 1
+                plan_.ignore(path, _why_not_a_photo(name))
         elif is_link and not os.path.exists(path):
             if ext in IMAGE_EXTENSIONS:
                 plan_.errors.append(PhotoError(path, "broken symbolic link"))
             else:
-                plan_.ignored += 1
+                plan_.ignore(path, "broken symbolic link")
         # symlinks to folders are not followed (no loops); sockets, FIFOs etc. are not photos
     for sub in subdirs:
         _walk(sub, recursive, skip_dirs, plan_, found)
@@ -165,6 +177,28 @@ def _skip_dir(path: Path, entry: os.DirEntry, skip_dirs: set) -> bool:
     except OSError:
         ident = None
     return ident in skip_dirs or _key(path) in skip_dirs
+
+
+def _without_own_outputs(candidates: list[_Candidate], output_dir: Path, suffix: str, plan_: Plan) -> list[_Candidate]:
+    """Drop (as ignored) candidates in ``output_dir`` or below that an earlier run wrote; only those
+    files' headers are read."""
+    from .provenance import made_by_us
+
+    out = os.path.realpath(output_dir)
+    inside = [os.path.realpath(c.src.parent) for c in candidates]
+    stems: dict[str, set[str]] = {}
+    for c, folder in zip(candidates, inside):
+        stems.setdefault(folder, set()).add(c.src.stem)
+    kept = []
+    for c, folder in zip(candidates, inside):
+        why = None
+        if folder == out or folder.startswith(out.rstrip(os.sep) + os.sep):
+            why = made_by_us(c.src, suffix, stems[folder] - {c.src.stem})
+        if why:
+            plan_.ignore(c.src, f"an output of backlitfix: {why}")
+        else:
+            kept.append(c)
+    return kept
 
 
 def plan(
@@ -249,6 +283,13 @@ def plan(
             add(arg, output_dir if output_dir is not None else arg.parent / DEFAULT_OUTPUT_DIRNAME)
         else:
             result.errors.append(PhotoError(arg, "not a regular file or folder"))
+
+    # 1b. Our own outputs sitting in the output folder (-o = the input folder) are never inputs.
+    if output_dir is not None:
+        kept = _without_own_outputs(candidates, output_dir, suffix, result)
+        dropped = {id(c) for c in candidates} - {id(c) for c in kept}
+        seen -= {_identity(c.src) or key(c.src) for c in candidates if id(c) in dropped}  # outputs, not inputs
+        candidates = kept
 
     # 2. Inputs are never outputs.
     input_ids = {c for c in seen if isinstance(c, tuple)}

@@ -386,3 +386,54 @@ def test_job_is_immutable(tmp_path):
     assert isinstance(job, Job)
     with pytest.raises(AttributeError):
         job.output = Path("/elsewhere")
+
+
+# ---- ignored files and their reasons; our own outputs (issue 13) -------------------------------
+
+
+def test_ignored_files_each_have_a_reason(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "anim.gif")
+    touch(tmp_path / "a.jpg")
+    touch(tmp_path / "a.xmp")
+    touch(tmp_path / "README")
+    (tmp_path / "gone.txt").symlink_to(tmp_path / "nowhere")
+    p = run([tmp_path])
+    why = {path.name: reason for path, reason in p.ignored_files}
+    assert p.ignored == len(why) == 4
+    assert why["anim.gif"] == "not a supported image type (.gif)"
+    assert why["README"] == "not a supported image type (no extension)"
+    assert "sidecar" in why["a.xmp"] and why["gone.txt"] == "broken symbolic link"
+
+
+def test_own_outputs_in_the_output_folder_are_not_inputs(tmp_path):
+    import numpy as np
+
+    from backlitfix.io import encode
+    from backlitfix.photo import Metadata, Photo
+
+    def make(name, software=None):
+        from PIL import Image
+
+        path = tmp_path / name
+        if software:
+            encode(Photo(path, np.zeros((8, 8, 3), np.uint8), Metadata()), path, fmt=name.rsplit(".", 1)[1]
+                   .replace("jpg", "jpeg").replace("tif", "tiff"), software=software)
+        else:
+            Image.new("RGB", (8, 8)).save(path)
+
+    make("a.jpg")
+    make("a_fixed.jpg")  # named as a's output: ours by the suffix
+    make("b.png", software="backlitfix 0.1.0")  # ours by its Software tag
+    make("c.tif", software="backlitfix 0.1.0")
+    make("d.jpg", software="GIMP 3.0")  # someone else's
+    make("e_fixed.jpg")  # the suffix, but no "e" beside it: a user's photo
+    p = run([tmp_path], output_dir=tmp_path, suffix="_fixed")
+    assert sorted(j.input.name for j in p.jobs) == ["a.jpg", "d.jpg", "e_fixed.jpg"]
+    why = {path.name: reason for path, reason in p.ignored_files}
+    assert set(why) == {"a_fixed.jpg", "b.png", "c.tif"} and p.errors == []
+    assert "suffix" in why["a_fixed.jpg"] and "Software tag" in why["b.png"] and "Software tag" in why["c.tif"]
+    # elsewhere than the output folder, the same files are inputs like any other
+    p = run([tmp_path], output_dir=tmp_path / "out", suffix="_fixed")
+    assert len(p.jobs) == 6

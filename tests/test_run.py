@@ -201,9 +201,8 @@ def test_full_output_folder_fails_cleanly(shoot, tmp_path):
 def test_read_only_output_folder_fails_cleanly(shoot, tmp_path):
     with tmpfs(tmp_path / "ro", "ro,size=1m") as out:
         r = cli("run", "--model", model(), "--json", "-o", str(out / "sub"), str(shoot))
-        assert r.exit_code == 1
-        reasons = [f["reason"] for f in json.loads(r.stdout)["files"]]
-        assert len(reasons) == len(SMALL) and all("Read-only file system" in x for x in reasons)
+        assert r.exit_code == 2 and not r.stdout  # found once, before any photo was processed
+        assert len(r.stderr.strip().splitlines()) == 1 and "read-only file system" in r.stderr
 
 
 def test_usage_errors_exit_2(tmp_path, shoot):

@@ -107,8 +107,13 @@ def eval_cmd(results_dir, gt_dir, input_dir, suffix, niqe_params, as_json_flag, 
     Unreadable files and bad matches are one line each on stderr; the rest go on (exit 1).
     """
     from ..config import ConfigError, load_config
-    from .evaluate import evaluate
 
+    try:
+        from .evaluate import evaluate
+    except ModuleNotFoundError as e:  # a base install: scipy (NIQE, SSIM) comes with the eval extra
+        if not e.name or e.name.split(".")[0] not in ("scipy", "lpips", "pytorch_fid"):
+            raise
+        fail_usage(f"backlitfix eval needs the {e.name.split('.')[0]} package: pip install 'backlitfix[eval]'")
     if as_json_flag and csv_file:
         fail_usage("--json and --csv are alternatives; give one")
     if csv_file and format_of(csv_file):  # never write a table over a photo

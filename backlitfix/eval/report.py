@@ -183,6 +183,16 @@ class Report:
         atomic_write_bytes(self.thumbs / name, buf.getvalue())
         e.files[kind] = name
 
+    def discard(self, inputs) -> None:
+        """Forget photos that were not done (an interrupted batch): delete the thumbnails already made."""
+        for key in inputs:
+            e = self._entries.pop(str(key), None)
+            for name in (e.files.values() if e else ()):
+                try:
+                    os.unlink(self.thumbs / name)
+                except OSError:
+                    pass
+
     def _remove_stale(self) -> None:
         keep = {n for e in self._entries.values() for n in e.files.values()}
         try:

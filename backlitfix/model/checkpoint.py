@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import pickle
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,12 +85,26 @@ def _check_state(state: Mapping, path: Path) -> dict[str, torch.Tensor]:
     return {k: v.float() for k, v in state.items()}
 
 
+def _pth_problem(e: Exception) -> str:
+    """Our own words for torch.load's refusal. Never torch's advice to retry with weights_only=False:
+    that runs whatever code the file holds."""
+    text = str(e)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return (f"not a plain checkpoint of tensors: it holds a Python object ({found.group(1)}) that is "
+                "never loaded, for safety; save the network's state_dict (or a .safetensors file) instead")
+    if "weights_only" in text or isinstance(e, pickle.UnpicklingError):
+        return "not a PyTorch checkpoint of tensors (unreadable pickle data); is it a complete .pth file?"
+    if "zip archive" in text or "central directory" in text:
+        return "a damaged PyTorch checkpoint (its zip archive is incomplete); download or copy it again"
+    return f"cannot read as a PyTorch checkpoint: {type(e).__name__}"
+
+
 def _read_pth(path: Path) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, zip errors, refused globals
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: cannot read as a PyTorch checkpoint with weights_only=True: {first}") from None
+        raise CheckpointError(f"{path}: {_pth_problem(e)}") from None
     # Training scripts commonly nest the weights; accept the usual wrappers, nothing else.
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model", "net", "params"):
