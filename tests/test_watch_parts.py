@@ -270,3 +270,33 @@ def test_service_files_are_valid_and_run_watch():
     assert plist["ProgramArguments"][1] == "watch" and plist["KeepAlive"]
     readme = (docs / "README.md").read_text()
     assert "backlitfix-watch.service" in readme and "com.backlitfix.watch.plist" in readme
+
+
+# ---- stopping from a signal handler ------------------------------------------------------------------------
+
+
+class _Forbidden:
+    """A lock that must not be taken: a signal handler that waits for a lock the code it interrupted
+    holds never returns."""
+
+    def __enter__(self):
+        raise AssertionError("a lock was taken")
+
+    def __exit__(self, *exc):
+        return False
+
+    acquire = __enter__
+
+
+def test_request_stop_takes_no_lock_so_a_signal_handler_can_call_it(tmp_path):
+    from backlitfix.config import load_config
+    from backlitfix.watch.daemon import Daemon
+
+    journal = Journal(tmp_path / "j.sqlite")
+    d = Daemon(load_config(user_config=None), tmp_path, tmp_path / "out", journal, None)
+    d.log._lock = d._lock = journal._lock = _Forbidden()
+    d.ready._cond = d._kick = _Forbidden()
+    d.request_stop(15)
+    assert d.stop.is_set() and d.stop.signum == 15
+    d.request_stop(2)  # a second one keeps the first's name for the log
+    assert d.stop.signum == 15
