@@ -93,7 +93,7 @@ def thumb_for(page_html: str, folder: Path, alt: str) -> Image.Image:
 
 
 def test_run_report_end_to_end_in_chromium(shoot, tmp_path):
-    r = cli("run", "--model", model(), "--report", "--json", str(shoot))
+    r = cli("run", "--model", model(), "--report", "--json", "--strength", "1", str(shoot))  # a map for every photo
     assert r.exit_code == 1, r.output  # the corrupt file fails; the batch goes on
     summary = json.loads(r.stdout)
     assert summary["done"] == 6 and summary["failed"] == 1
@@ -198,8 +198,8 @@ def test_rerun_lists_skipped_photos_and_drops_stale_thumbnails(shoot):
 
 
 def test_dry_run_writes_no_report(shoot):
-    r = cli("run", "--model", model(), "--report", "--dry-run", str(shoot))
-    assert r.exit_code == 0, r.output  # a dry run decodes nothing, so the corrupt file is only planned
+    r = cli("run", "--model", model(), "--report", "--dry-run", "--strength", "1", str(shoot))
+    assert r.exit_code == 0, r.output  # a fixed strength: a dry run decodes nothing, so the corrupt file is only planned
     assert "no report" in r.stderr
     assert not (shoot / "backlitfix").exists()
 
@@ -241,3 +241,40 @@ def test_enhancer_hands_back_a_small_illumination_map():
     got.clear()
     Enhancer(net, mode="fast").enhance(px, 0.0, on_L=got.append)
     assert got == []  # strength 0 computes no L
+
+
+def test_report_shows_strength_burst_and_filters_left_alone_in_chromium(tmp_path):
+    """Auto strength (issue 12): each card says the strength applied and its burst, and the "Left alone"
+    chip shows only the photos whose light needed nothing, in real Chromium."""
+    from test_run_auto import burst
+
+    d = tmp_path / "shoot"
+    d.mkdir()
+    burst(shared_path("data", "backlit", "ovd0312_4.jpg"), d, "backlit", 10, n=2)
+    shutil.copy(shared_path("data", "welllit", "kodim01.jpg"), d / "welllit.jpg")
+    r = cli("run", "--report", "--json", str(d))  # the embedded model, strength auto
+    assert r.exit_code == 0, r.output
+    files = {Path(f["input"]).name: f for f in json.loads(r.stdout)["files"]}
+    assert files["welllit.jpg"]["strength"] < 0.05 and files["backlit_0.jpg"]["strength"] > 0.95
+    group = files["backlit_0.jpg"]["group"]
+    page = Path(json.loads(r.stdout)["report"])
+    text = page.read_text(encoding="utf-8")
+    assert text.count(f"Burst <b>{group}</b>") == 2
+    assert "Strength <b>0.00</b> · left alone" in text and text.count("Strength <b>1.00</b>") == 2
+    assert "Left alone 1</button>" in text and "Strength</dt><dd>auto" in text
+
+    # Chromium: press the chip, then list the cards still displayed
+    probe = page.with_name("probe.html")
+    probe.write_text(text.replace("</body>", """<script>
+document.querySelector('button[data-show="alone"]').click();
+var shown = Array.prototype.filter.call(document.querySelectorAll('.card'),
+  function (c) { return getComputedStyle(c).display !== 'none'; });
+document.body.setAttribute('data-visible', shown.map(function (c) { return c.querySelector('h3').textContent; }).join('|'));
+document.querySelector('button[data-show="all"]').click();
+document.body.setAttribute('data-all', Array.prototype.filter.call(document.querySelectorAll('.card'),
+  function (c) { return getComputedStyle(c).display !== 'none'; }).length);
+</script></body>"""), encoding="utf-8")
+    dom = browse(probe, tmp_path / "profile", "--dump-dom")
+    body = re.search(r"<body([^>]*)>", dom).group(1)
+    assert re.search(r'data-visible="welllit\.jpg"', body), body
+    assert re.search(r'data-all="3"', body), body

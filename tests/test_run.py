@@ -66,7 +66,8 @@ def shoot(tmp_path) -> Path:
 
 def test_run_corrects_a_shoot_and_never_touches_originals(shoot):
     before = tree_hashes(shoot)
-    r = cli("run", "--model", model(), "--json", str(shoot))
+    # --strength 1: the correction itself (auto strength is tested in test_run_auto.py)
+    r = cli("run", "--model", model(), "--json", "--strength", "1", str(shoot))
     assert r.exit_code == 0, r.output
     summary = json.loads(r.stdout)
     assert summary["done"] == len(SMALL) and summary["failed"] == 0 and summary["ignored"] == 2
