@@ -323,7 +323,15 @@ def _card(r, e: _Entry | None, folder: Path) -> str:
         facts.append(f"<li><b>{w} × {h}</b> · {w * h / 1e6:.1f} MP</li>")
     if r.seconds:
         facts.append(f"<li><b>{r.seconds:.1f} s</b></li>")
+    strength = getattr(r, "strength", None)
+    if strength is not None and r.status == "done":
+        facts.append(f'<li class="strength" title="Strength applied: 0 = left alone, 1 = the model\'s correction">'
+                     f"Strength <b>{strength:.2f}</b>" + (" · left alone" if strength < LEFT_ALONE else "") + "</li>")
+    group = getattr(r, "group", None)
+    if group and r.status == "done":
+        facts.append(f'<li class="burst" title="Frames of one burst share the strength of its first">Burst <b>{_text(group)}</b></li>')
     if e and e.gain and r.status == "done":
+        s = 1.0 if strength is None else strength
         facts.append(f'<li title="Brightening from the illumination map: median, and 99th percentile">'
                      f"<b>{_ev(s * e.gain[0])}</b> typical · <b>{_ev(s * e.gain[1])}</b> max</li>")
     if e and e.colour:
@@ -333,15 +341,7 @@ def _card(r, e: _Entry | None, folder: Path) -> str:
         actions.append('<button type="button" class="mapbtn" aria-pressed="false" '
                        'title="Show the illumination map (key M on the slider)">Illumination map</button>')
     if r.status == "done" and r.output:
-    strength = getattr(r, "strength", None)
-    if strength is not None and r.status == "done":
-        facts.append(f'<li class="strength" title="Strength applied: 0 = left alone, 1 = the model\'s correction">'
-                     f"Strength <b>{strength:.2f}</b>" + (" · left alone" if strength < LEFT_ALONE else "") + "</li>")
-    group = getattr(r, "group", None)
-    if group and r.status == "done":
-        facts.append(f'<li class="burst" title="Frames of one burst share the strength of its first">Burst <b>{_text(group)}</b></li>')
         actions.append(f'<a href="{_url(Path(r.output), folder)}">Open result</a>')
-        s = 1.0 if strength is None else strength
     actions.append(f'<a href="{_url(src, folder)}">Original</a>')
     title = f'<a href="{_url(Path(r.output), folder)}">{name}</a>' if r.status == "done" and r.output else name
     out = [
@@ -362,6 +362,11 @@ def _card(r, e: _Entry | None, folder: Path) -> str:
     return "\n".join(out)
 
 
+def _left_alone(r) -> bool:
+    s = getattr(r, "strength", None)
+    return r.status == "done" and s is not None and s < LEFT_ALONE
+
+
 def _tile(n, label: str, tone: str) -> str:
     tone = "zero" if n == 0 and tone in ("bad", "warn") else tone
     return f'<div class="tile {tone}"><b>{n}</b><span>{label}</span></div>'
@@ -372,11 +377,6 @@ def _page(folder: Path, rows, errors: Sequence[PhotoError], settings, seconds: f
     skipped = [r for r, _ in rows if r.status == "skipped"]
     done = [r for r, _ in rows if r.status == "done"]
     failed = [(r, e) for r, e in rows if r.status == "failed"]
-def _left_alone(r) -> bool:
-    s = getattr(r, "strength", None)
-    return r.status == "done" and s is not None and s < LEFT_ALONE
-
-
     warned = sum(1 for r, e in shown if r.warnings or (e and e.problems))
     processed = len(done) + len(failed)
     per_photo = seconds / processed if processed else 0.0  # throughput: photos overlap in the batch
@@ -415,6 +415,9 @@ def _left_alone(r) -> bool:
             f'<button type="button" class="chip" data-show="all" aria-pressed="true">All {len(shown)}</button>'
             f'<button type="button" class="chip" data-show="warn" aria-pressed="false">Warnings {warned}</button>'
             f'<button type="button" class="chip" data-show="failed" aria-pressed="false">Failed {len(failed)}</button>'
+            f'<button type="button" class="chip" data-show="alone" aria-pressed="false" '
+            f'title="Photos whose light needed no correction (strength below {LEFT_ALONE:g})">'
+            f"Left alone {sum(1 for r, _ in shown if _left_alone(r))}</button>"
             + ('<span class="sep"></span>'
                '<button type="button" class="chip" data-view="compare" aria-pressed="true">Before / after</button>'
                '<button type="button" class="chip" data-view="maps" aria-pressed="false">Illumination maps</button>'
@@ -425,9 +428,6 @@ def _left_alone(r) -> bool:
         body.append('<main class="grid">' + "\n".join(_card(r, e, folder) for r, e in shown) + "</main>")
     if skipped:
         body.append(f'<details class="skipped"><summary>{len(skipped)} skipped: their outputs already exist '
-            f'<button type="button" class="chip" data-show="alone" aria-pressed="false" '
-            f'title="Photos whose light needed no correction (strength below {LEFT_ALONE:g})">'
-            f"Left alone {sum(1 for r, _ in shown if _left_alone(r))}</button>"
                     "(run with --overwrite to redo them)</summary><ul>"
                     + "".join(f"<li>{_text(r.input)}</li>" for r in skipped) + "</ul></details>")
     body.append(f"<footer>backlitfix {_text(__version__)}. The illumination map L is what the model estimated; "
