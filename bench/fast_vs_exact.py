@@ -56,7 +56,7 @@ from backlitfix.enhance import (  # noqa: E402
 )
 from backlitfix.model.checkpoint import load_model  # noqa: E402
 
-SHIPPED_VARIANT = "detail"  # the upsampler backlitfix.enhance uses; the bench checks it reproduces Enhancer
+SHIPPED_VARIANT = "bounded"  # the upsampler backlitfix.enhance uses; the bench checks it reproduces Enhancer
 
 SHARED = Path(os.environ["BACKLITFIX_SHARED"]) if os.environ.get("BACKLITFIX_SHARED") else REPO.parent / "shared"
 BANDS = ((0, 2), (2, 8), (8, 32), (32, math.inf))  # full-resolution px from the strong edges of exact L
@@ -255,6 +255,15 @@ def apply_detail(img, Y, c):
     return c[:, 1:2] + c[:, 0:1] * (Y - c[:, 2:3])
 
 
+def fit_bounded(small, L, r, eps):  # detail, kept within L_small's 3x3 min/max (upsampled the same way)
+    lo, hi = -F.max_pool2d(-L, 3, stride=1, padding=1), F.max_pool2d(L, 3, stride=1, padding=1)
+    return torch.cat([fit_detail(small, L, r, eps), lo, hi], 1)
+
+
+def apply_bounded(img, Y, c):
+    return torch.minimum(torch.maximum(apply_detail(img, Y, c), c[:, 3:4]), c[:, 4:5])
+
+
 def fit_logdetail(small, L, r, eps):  # the same in the log domain: log L = up(log L_s) + a * (log Y - up(log Y_s))
     lY = torch.log(luminance(small) + LOG_DELTA)
     lL = torch.log(L.clamp(min=L_FLOOR))
@@ -281,6 +290,7 @@ VARIANTS = {
     "logL_Y": (fit_logL_Y, apply_logL_Y, "log L ~ a*Y + b"),
     "inv": (fit_inv, apply_inv, "1/L ~ a*Y + b (gain guided by Y)"),
     "detail": (fit_detail, apply_detail, "L = up(L_s) + up(a)*(Y - up(Y_s)), a from the grey fit"),
+    "bounded": (fit_bounded, apply_bounded, "detail, clamped to up(min/max of L_s over 3x3)"),
     "logdetail": (fit_logdetail, apply_logdetail,
                   f"log L = up(log L_s) + up(a)*(log(Y+{LOG_DELTA}) - up(log(Y_s+{LOG_DELTA}))), a from the log fit"),
     "bilinear": (fit_bilinear, apply_bilinear, "no guide: L bilinearly upsampled"),
@@ -837,14 +847,14 @@ def main(argv=None):
     ap.add_argument("--crops", type=int, default=4, help="halo crops for the N worst photos")
     ap.add_argument("--crop-mp", type=float, default=0.5, help="working resolution that ranks the worst photos")
     ap.add_argument("--crop-size", type=int, default=256)
-    ap.add_argument("--configs", nargs="+", default=["grey:1:1e-4", "detail:2:1e-3", "rgb:1:1e-4", "bilinear"],
+    ap.add_argument("--configs", nargs="+", default=["grey:1:1e-4", "detail:2:1e-3", "bounded:2:1e-3", "rgb:1:1e-4", "bilinear"],
                     help="upsampling configs VARIANT:RADIUS:EPS evaluated at every working resolution and shown in "
                          "the silhouette crops, besides the current one (grey:--radius:--eps)")
     ap.add_argument("--no-grid", dest="grid", action="store_false")
     ap.add_argument("--grid-mp", type=float, nargs="+", default=[0.5, 1.0])
     ap.add_argument("--radii", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--eps-grid", type=float, nargs="+", default=[1e-4, 1e-3, 1e-2])
-    ap.add_argument("--variants", nargs="+", default=["grey", "rgb", "log", "detail"],
+    ap.add_argument("--variants", nargs="+", default=["grey", "rgb", "log", "detail", "bounded"],
                     choices=[k for k in VARIANTS if k != "bilinear"])
     args = ap.parse_args(argv)
     for mp in args.grid_mp + [args.crop_mp]:

@@ -79,3 +79,33 @@ def test_exact_mode_gives_the_same_photo_whatever_the_file_type(tmp_path):
         off[name] = f"{np.count_nonzero(diff > 1)} values over 1 level, up to {diff.max():.2f}"
     print(off)
     assert all(v.startswith("0 values") for v in off.values()), off
+
+
+def test_in_place_tiles_keep_only_a_tile_row_and_the_halo_rows_aside():
+    """The tiles' read/write pattern with a stand-in for the network (the window's mean): in place equals out of
+    place, and the rows kept aside are a small part of the photo, not a second copy of it."""
+    import tracemalloc
+
+    from backlitfix.tiling import TOTAL_RADIUS, InPlaceTiles, tiles
+
+    H, W, tile = 1200, 1600, 256
+    px = np.random.default_rng(1).integers(0, 65536, (H, W, 3), dtype=np.uint16)
+
+    def run(pixels, out):
+        src = InPlaceTiles(pixels, out)
+        for y0, y1, x0, x1 in tiles(H, W, tile):
+            win = src.read(max(0, y0 - TOTAL_RADIUS), min(H, y1 + TOTAL_RADIUS), max(0, x0 - TOTAL_RADIUS),
+                           min(W, x1 + TOTAL_RADIUS))
+            src.write(slice(y0, y1), slice(x0, x1), np.full((y1 - y0, x1 - x0, 3), win.mean(), np.uint16))
+        src.flush()
+        return out
+
+    ref = run(px, np.empty_like(px))
+    inplace = px.copy()
+    tracemalloc.start()
+    run(inplace, inplace)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert np.array_equal(inplace, ref)
+    row_band = (tile + 2 * TOTAL_RADIUS) * W * 3 * 2  # one tile row of output (plus its halo read) in uint16
+    assert peak < 1.5 * row_band < 0.5 * px.nbytes, (peak, row_band, px.nbytes)
