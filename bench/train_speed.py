@@ -9,6 +9,10 @@ has it), once with the RN101 identity (like for like) and once with the default 
 The variants are interleaved (A B C A B C ...) so machine noise hits them alike.
 
     python bench/train_speed.py [--batch 8] [--size 512] [--iters 3] [--device cpu|cuda]
+    python bench/train_speed.py --estimate cpu     # the trainer's own estimate for `train --preset cpu`
+
+``--estimate PRESET`` runs the real training loop (RAVE, RN101 identity: the defaults) with that preset's
+settings until it prints its estimate (after 1 + 3 network steps), and stops there.
 """
 from __future__ import annotations
 
@@ -78,8 +82,16 @@ def main():
     ap.add_argument("--iters", type=int, default=3, help="timed iterations per variant (after one warm-up)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="auto")
+    ap.add_argument("--estimate", metavar="PRESET", help="print the trainer's estimate for `train --preset PRESET` "
+                                                          "(or 'default') and stop")
+    ap.add_argument("--compare-preset", metavar="PRESET", help="time a step of the default settings against a "
+                                                                "preset's, interleaved, RN101 identity")
     args = ap.parse_args()
     dev = torch.device(args.device)
+    if args.estimate:
+        return estimate(args.estimate, dev, args.precision)
+    if args.compare_preset:
+        return compare_preset(args.compare_preset, dev, args.precision, args.iters)
     torch.manual_seed(0)
     vit = load_random("ViT-B-32", dev)
     rn = load_random("RN101", dev)
@@ -131,6 +143,96 @@ def main():
     print(f"peak RSS {rss:.0f} MB")
     OUT.mkdir(exist_ok=True)
     (OUT / "train_speed.json").write_text(json.dumps({"args": vars(args), "rows": rows, "peak_rss_mb": rss}, indent=2))
+
+
+def compare_preset(preset: str, dev: torch.device, precision: str, iters: int) -> None:
+    """Seconds per network step at the default settings and at ``preset``'s, interleaved so that machine load
+    hits both alike: their ratio carries a quiet machine's default timing over to the preset."""
+    from backlitfix.config import load_config
+    from training.cli_train import PRESETS
+
+    torch.manual_seed(0)
+    vit, rn = load_random("ViT-B-32", dev), load_random("RN101", dev)
+    steps = {}
+    for name, over in (("default", {}), (preset, PRESETS[preset])):
+        tc = load_config(None, {f"training.{k}": v for k, v in over.items()}).training
+        n = max(2 * tc.batch_size, 8)
+        images = ImageSet((torch.rand(n, 3, tc.image_size, tc.image_size) * 255).to(torch.uint8),
+                          [Path(f"{i}") for i in range(n)], [])
+        s = TrainSettings(steps=tc.steps, batch_size=tc.batch_size, image_size=tc.image_size, device=str(dev),
+                          precision=precision, checkpoint_every=10 ** 9)
+        tr = Trainer(EnhanceNet(padding="zeros"), RaveObjective(vit, torch.randn(vit.dim), 0.1, identity_clip=rn),
+                     images, s, OUT / "train_speed_tmp", progress=False)
+        steps[name] = (tc, tr)
+    times = {k: [] for k in steps}
+    for k, (_, tr) in steps.items():
+        tr._net_step("enhance")  # warm-up
+    for _ in range(iters):
+        for k, (_, tr) in steps.items():
+            t = time.perf_counter()
+            tr._net_step("enhance")
+            times[k].append(time.perf_counter() - t)
+    load = Path("/proc/loadavg").read_text().split()[0]
+    print(f"interleaved, {iters} timed steps each, load average {load}, {torch.get_num_threads()} threads")
+    med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    for k, (tc, _) in steps.items():
+        print(f"{k:8s} batch {tc.batch_size} x {tc.image_size} px, {tc.steps} steps: {med[k]:.1f} s/step (median of "
+              f"{[round(t, 1) for t in times[k]]}) -> {tc.steps * med[k] / 3600:.1f} h at this load")
+    print(f"a {preset} step costs {med[preset] / med['default']:.3f} of a default step")
+
+
+class _Told(Exception):
+    pass
+
+
+def estimate(preset: str, dev: torch.device, precision: str) -> None:
+    """Run the trainer with a preset's settings until it states its estimate; print it with the CPU flags."""
+    import re
+
+    from backlitfix.config import load_config
+    from training.cli_train import PRESETS
+
+    tc = load_config(None, {f"training.{k}": v for k, v in PRESETS.get(preset, {}).items()}).training
+    torch.manual_seed(0)
+    vit, rn = load_random("ViT-B-32", dev), load_random("RN101", dev)
+    n = 16
+    images = ImageSet((torch.rand(n, 3, tc.image_size, tc.image_size) * 255).to(torch.uint8),
+                      [Path(f"{i}") for i in range(n)], [])
+    settings = TrainSettings(steps=tc.steps, batch_size=tc.batch_size, image_size=tc.image_size, device=str(dev),
+                             precision=precision, checkpoint_every=10 ** 9)
+    obj = RaveObjective(vit, torch.randn(vit.dim), 0.1, identity_clip=rn)
+    told = []
+
+    def log(m):
+        told.append(m)
+        if m.startswith("estimate:"):
+            raise _Told
+
+    tr = Trainer(EnhanceNet(padding="zeros"), obj, images, settings, OUT / "train_speed_tmp", progress=False,
+                 log=log)
+    cpu, step = [], tr._net_step
+
+    def timed(phase):  # process CPU time per step: what a quiet machine would need, whatever the load now
+        c = time.process_time()
+        out = step(phase)
+        cpu.append(time.process_time() - c)
+        return out
+
+    tr._net_step = timed
+    try:
+        tr.run(resume=False)
+    except _Told:
+        pass
+    load = Path("/proc/loadavg").read_text().split()[0]
+    per_cpu = sum(cpu[1:]) / max(len(cpu) - 1, 1)
+    flags = " ".join(sorted(set(re.findall(r"\bavx[^ \n]*", Path("/proc/cpuinfo").read_text()))))
+    print(f"preset {preset}: {tc.steps} steps, batch {tc.batch_size} x {tc.image_size} px, identity RN101, "
+          f"precision {precision} -> {tr.amp or torch.float32}, layout {tr.layout}, {torch.get_num_threads()} threads")
+    print(told[-1])
+    print(f"load average {load}; process CPU time {per_cpu:.2f} s per network step (steps 2-{len(cpu)}): on an idle "
+          f"machine with {torch.get_num_threads()} cores about {per_cpu / torch.get_num_threads():.1f} s per step "
+          f"if both cores were fully used, i.e. {tc.steps * per_cpu / torch.get_num_threads() / 60:.0f} min")
+    print(f"CPU flags: {flags}")
 
 
 if __name__ == "__main__":
