@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -16,6 +17,15 @@ from backlitfix.model.checkpoint import load_model
 from training.clip import TINY
 
 TINY_ARGS = ["--clip-model", TINY, "--clip-pretrained", "random"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: threads only contend on a busy CPU (tests/test_residual.py measured 20x)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +151,28 @@ def test_sheet_shows_the_starting_model_on_photos_kept_out_of_training(tmp_path)
     assert sheet.shape[1] == 3 * (320 + 8) + 8  # before | starting model | trained
     cols = [sheet[40:200, 8 + c * 328:8 + c * 328 + 320] for c in range(3)]
     assert abs(cols[1].mean() - cols[0].mean()) > 1  # the starting model does change the photo
+
+
+def test_train_takes_the_photos_a_residual_picked_from_the_library(tmp_path):
+    import shutil
+
+    lib = tmp_path / "library"
+    lib.mkdir()
+    picked = ["ovd0312_25.jpg", "ovd0312_4.jpg", "ovd0312_51.jpg"]  # as in test_residual's selection test
+    for folder, names in (("backlit", picked), ("welllit", ["kodim01.jpg", "kodim03.jpg", "kodim07.jpg",
+                                                             "kodim23.jpg"])):
+        for n in names:
+            shutil.copy(shared_path("data", folder, n), lib / n)
+    res = tmp_path / "lib.residual.safetensors"
+    r = _cli(tmp_path, "residual", "--welllit", str(lib), "-o", str(res), *TINY_ARGS)
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "picked.safetensors"
+    r = _cli(tmp_path, "train", "--method", "rave", "--residual", str(res), "--steps", "1", "--image-size", "48",
+             "--batch-size", "2", "-o", str(out))
+    assert r.exit_code == 0, r.output
+    info = load_model(out)[1]
+    assert info.training_data.startswith(f"3 backlit from {lib}")
+    assert info.extra["residual_backlit_source"] == "selected"
+    (lib / picked[0]).unlink()  # a photo the residual picked is gone: one clear line, not a traceback
+    r = _cli(tmp_path, "train", "--method", "rave", "--residual", str(res), "--steps", "1", "-o", str(out))
+    assert r.exit_code == 2 and "are not all there" in r.stderr and picked[0] in r.stderr

@@ -29,6 +29,15 @@ class CountingObjective:
         return F.mse_loss(enhanced, original.clamp_min(0.3)), {}
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: threads only contend on a busy CPU (tests/test_residual.py measured 20x)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def images() -> ImageSet:
     gen = torch.Generator().manual_seed(0)
     pixels = (torch.rand(3, 3, 32, 32, generator=gen) * 200).to(torch.uint8)
