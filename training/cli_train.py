@@ -14,9 +14,10 @@ import click
 
 METHODS = ("rave", "clip-lit", "clip-lit-latent")
 # --preset: settings chosen for a kind of machine; values given on the command line still win.
-# cpu: 256 px (the network sees 4x fewer pixels; CLIP sees 224 px either way), batch 4, 600 steps: about an
-# hour on 2 cores (measured: docs/training.md). What it gives up is written there and in the README.
-PRESETS = {"cpu": {"image_size": 256, "batch_size": 4, "steps": 600}}
+# cpu: 256 px (the network sees 4x fewer pixels; CLIP sees 224 px either way), batch 4, 350 steps. CLIP's
+# cost per image dominates a step: a step of this preset measured 0.50-0.58 of a default step, so about an
+# hour on 2 quiet cores with native bf16 (docs/training.md says how that was measured and what it gives up).
+PRESETS = {"cpu": {"image_size": 256, "batch_size": 4, "steps": 350}}
 
 
 def _fail(msg: str, code: int = 2):
@@ -97,8 +98,8 @@ def train(method, backlit, welllit, paired, residual_file, shift_tokens, preset,
     """Train a personal style from your own photos: backlit ones to fix, well-lit ones to aim for.
 
     Starts from the default model. The cost: minutes on a GPU; on a CPU the defaults (2000 steps of 8
-    images at 512 px) take many hours (about 12 h on 2 cores with native bf16, 35-40 h without), and
-    --preset cpu about one. The run prints its own estimate after the first steps. An interrupted run
+    images at 512 px) take many hours (about 12 h on 2 cores with native bf16, 35-40 h without), --preset
+    cpu about an hour there. The run prints its own estimate after the first steps. An interrupted run
     resumes where it stopped. At the end it writes the model, a loss curve and a before/after sheet; the
     model loads with `backlitfix run --model`.
     """
