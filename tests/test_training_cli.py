@@ -176,3 +176,24 @@ def test_train_takes_the_photos_a_residual_picked_from_the_library(tmp_path):
     (lib / picked[0]).unlink()  # a photo the residual picked is gone: one clear line, not a traceback
     r = _cli(tmp_path, "train", "--method", "rave", "--residual", str(res), "--steps", "1", "-o", str(out))
     assert r.exit_code == 2 and "are not all there" in r.stderr and picked[0] in r.stderr
+
+
+def test_missing_rn101_weights_say_how_to_train_without_them(folders, tmp_path, monkeypatch):
+    """The guidance CLIP is there (a local file), RN101 is not cached and the hub is off: one line naming both
+    ways out, within seconds."""
+    import open_clip as oc
+    from safetensors.torch import save_file
+
+    from training.clip import _open_clip
+
+    _open_clip()
+    weights = tmp_path / "vit.safetensors"
+    save_file({k: v.contiguous() for k, v in oc.create_model(TINY, pretrained=None).state_dict().items()},
+              str(weights))
+    monkeypatch.setattr("training.cli_train.identity_model", lambda m, p: ("RN101", p))  # as for a real CLIP
+    r = _cli(tmp_path, "train", "--method", "rave", "--clip-model", TINY, "--clip-pretrained", str(weights),
+             "--backlit", str(folders["backlit"]), "--welllit", str(folders["welllit"]), "--identity", "RN101",
+             "-o", str(tmp_path / "m"))
+    assert r.exit_code == 2
+    assert "RN101/openai are not cached" in r.stderr and "--identity guidance" in r.stderr
+    assert r.stderr.count("\n") == 1

@@ -147,7 +147,7 @@ def run_training(cfg, *, method, backlit, welllit, paired, residual_file, from_m
     from backlitfix.model.network import EnhanceNet
     from backlitfix.model.registry import resolve
 
-    from .clip import RANDOM, TINY, TINY_RN, ClipUnavailable, load_clip
+    from .clip import ClipUnavailable, load_clip
     from .data import DataError, load_image_set
     from .guidance import LatentPair, PairObjective, PromptPair, RaveObjective
     from .library import list_images
@@ -204,9 +204,12 @@ def run_training(cfg, *, method, backlit, welllit, paired, residual_file, from_m
     try:
         clip = load_clip(clip_model, clip_pretrained, device)
         id_clip = None
-        if tc.identity == "RN101":  # the tiny test CLIPs pair with the tiny ResNet, random like them
-            tiny = clip_model.startswith(TINY)
-            id_clip = load_clip(TINY_RN if tiny else "RN101", RANDOM if tiny else tc.identity_pretrained, device)
+        if tc.identity == "RN101":
+            try:
+                id_clip = load_clip(*identity_model(clip_model, tc.identity_pretrained), device)
+            except ClipUnavailable as e:
+                raise ClipUnavailable(f"{e} Or train without RN101: --identity guidance (the guidance tower's "
+                                      f"blocks; the loss balance is then uncalibrated, docs/training.md).") from None
         else:
             log("identity loss from the guidance tower's blocks: the loss weights were tuned for RN101 maps and "
                 "are not calibrated for these (docs/training.md); --identity RN101 is the reference's balance")
@@ -298,6 +301,15 @@ def run_training(cfg, *, method, backlit, welllit, paired, residual_file, from_m
         f"  use it: backlitfix run --model {out} PHOTOS")
     click.echo(json.dumps({"model": str(out), "loss_curve": str(curve), "sheet": str(sheet),
                            "seconds": round(trainer.history.seconds, 1)}))
+
+
+def identity_model(clip_model: str, identity_pretrained: str) -> tuple[str, str]:
+    """The RN101 identity tower to load; the tiny test CLIPs pair with the tiny ResNet, random like them."""
+    from .clip import RANDOM, TINY, TINY_RN
+
+    if clip_model.startswith(TINY):
+        return TINY_RN, RANDOM
+    return "RN101", identity_pretrained
 
 
 def residual_backlit(res, residual_file: Path) -> tuple[list[Path], Path]:
