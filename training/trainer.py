@@ -108,7 +108,9 @@ def duration(seconds: float) -> str:
 
 class Estimate:
     """The run's total time, measured from its first steps: the first step of each kind (one-off allocations,
-    oneDNN kernel choice) is left out, the next ``STEPS`` are averaged; reported once per kind."""
+    oneDNN kernel choice) is left out, the next ``STEPS`` are averaged; told once, when the network steps are
+    measured (CLIP-LIT's prompt steps are cheap and come first). Not counted: CLIP-LIT's once-per-round
+    encoding of the training set's views and results."""
 
     STEPS = 3
 
@@ -117,6 +119,7 @@ class Estimate:
         self.times: dict[bool, list[float]] = {True: [], False: []}
         self.skipped: set[bool] = set()
         self.told: set[bool] = set()
+        self.total: float | None = None  # the estimate told, in seconds, to compare with the real time
 
     def add(self, is_net: bool, seconds: float) -> None:
         if is_net not in self.skipped:
@@ -143,6 +146,7 @@ class Estimate:
     def message(self, trainer: "Trainer") -> str:
         total = trainer.total_iterations
         left = self.seconds_left(trainer)
+        self.total = trainer.history.seconds + left
         return (f"estimate: about {duration(trainer.history.seconds + left)} for {total} steps on this machine "
                 f"({self.per_step(True):.2f} s per network step, measured; {duration(left)} to go)")
 
@@ -239,7 +243,7 @@ class Trainer:
             self._load()
             self.log(f"resuming from {self.workdir / STATE_FILE}: step {self.step}/{self.total_steps}")
         t0 = time.perf_counter() - self.history.seconds
-        self.estimate = Estimate(self.step + self.pair_step)
+        self.estimate = Estimate(self.step + self.pair_step)  # noqa: attribute set per run
         bar = self._bar()
         # The plan is read again at every step: the collapse guard lengthens the warm-up while it runs, and a
         # resumed run must see the length the interrupted one had reached (else it stops short or trains on).
