@@ -453,8 +453,8 @@ class Daemon:
         """The output facts for ``path``: its name (discover's, as `run` would give it), whether it
         exists, whose it is, and an earlier output of the natural name (for a photo moved back)."""
         folder = os.path.dirname(path)
-        if folder not in plans:
-            plans[folder] = self._folder_plan(folder)
+        if folder not in plans or path not in plans[folder][0]:
+            plans[folder] = self._folder_plan(folder, path)
         jobs, natural = plans[folder]
         job = jobs.get(path)
         if job is None:
@@ -470,15 +470,16 @@ class Daemon:
                 facts.update(earlier=first, earlier_hash=earlier[1])
         return facts
 
-    def _folder_plan(self, folder: str) -> tuple[dict, dict]:
-        """The folder's plan, made again only when the folder or the reserved names changed: after a
+    def _folder_plan(self, folder: str, path: str) -> tuple[dict, dict]:
+        """The folder's plan, made again only when the folder or the reserved names changed (or it
+        lacks ``path``: a coarse folder mtime, as on FAT or a share, can hide an arrival): after a
         burst has landed, its batches share one plan instead of listing the folder once each."""
         try:
             key = (os.stat(folder).st_mtime_ns, self._names_version)  # before planning: a change meanwhile shows
         except OSError:
             key = None
         hit = self._plans.get(folder)
-        if key is not None and hit is not None and hit[0] == key:
+        if key is not None and hit is not None and hit[0] == key and path in hit[1][0]:
             return hit[1]
         made = self._plan_folder(folder)
         self._plans[folder] = (key, made)
