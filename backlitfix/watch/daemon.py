@@ -167,8 +167,8 @@ class _WatchPipeline(Pipeline):
     which outputs to replace, and once a stop is requested, photos not yet enhanced are cancelled
     (decoding or decoded: they stay pending); the one being enhanced is finished."""
 
-    def __init__(self, cfg: Config, enhancer, stop: StopFlag):
-        super().__init__(cfg, enhancer)
+    def __init__(self, cfg: Config, enhancer, stop: StopFlag, **kwargs):
+        super().__init__(cfg, enhancer, **kwargs)
         self.stop = stop
         self.cancelled: set[str] = set()
 
