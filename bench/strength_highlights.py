@@ -49,8 +49,8 @@ def main() -> None:
     enh = Enhancer(net, mode=args.mode)
     photos = sorted(p for p in args.folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".tif", ".tiff"))
     ss = args.strengths
-    print(f"{'photo':36s} {'MP':>5s} {'in %':>6s} " + " ".join(f"{'+pp s=' + str(s):>9s} {'lift s=' + str(s):>9s}" for s in ss)
-          + " " + " ".join(f"{'t s=' + str(s):>7s}" for s in ss))
+    head = " ".join(f"{'+pp s=' + str(s):>9s} {'lift s=' + str(s):>9s}" for s in ss)
+    print(f"{'photo':36s} {'MP':>5s} {'in %':>6s} {head} " + " ".join(f"{'t s=' + str(s):>7s}" for s in ss))
     rows = []
     for p in photos:
         px = decode(p, max_pixels=10**9).pixels
@@ -71,7 +71,8 @@ def main() -> None:
         pp = np.array([r[f"pp{s}"] for r in rows])
         lift = np.array([r[f"lift{s}"] for r in rows])
         t = sum(r[f"t{s}"] for r in rows)
-        print(f"strength {s}: clipped +pp mean {pp.mean():+.2f}, worst {pp.max():+.2f} ({rows[int(pp.argmax())]['name']}), "
+        worst = rows[int(pp.argmax())]["name"]
+        print(f"strength {s}: clipped +pp mean {pp.mean():+.2f}, worst {pp.max():+.2f} ({worst}), "
               f"photos over +1 pp: {int((pp > 1).sum())}; dark30 lift mean {lift.mean():.2f} pp "
               f"(min {lift.min():.2f}); wall {t:.1f} s")
     if len(ss) >= 2:
