@@ -53,6 +53,9 @@ def run(paths, dry_run, as_json, with_report, **opts):
     from .model.checkpoint import CheckpointError
 
     cfg = load_cli_config(opts)
+    from .runner import few_malloc_arenas
+
+    few_malloc_arenas()  # before torch starts its threads
 
     t0 = time.perf_counter()
     work = plan(list(paths), recursive=cfg.input.recursive, output_dir=cfg.output.dir,

@@ -12,6 +12,7 @@ A photo's reported time is its own: decode + enhance + encode, without time spen
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -23,6 +24,20 @@ from .pipeline import Pipeline, Result, failure
 
 def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
+
+
+def few_malloc_arenas() -> None:
+    """glibc gives each new thread its own malloc arena, and memory freed in one goes back to the
+    system late: -j 12 held ~260 MB more than -j 1 for the same photos (24 MP, measured). Two arenas
+    keep that down; the I/O threads spend their time in Pillow and libjpeg, not in malloc."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).mallopt(-8, 2)  # M_ARENA_MAX; musl and others lack mallopt: AttributeError
+    except (OSError, AttributeError):
+        pass
 
 
 class Interrupted(Exception):
@@ -109,6 +124,7 @@ def run_batch(
     def release(i: int) -> None:
         held.pop(i, None)
 
+    few_malloc_arenas()
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="backlitfix-io")
     decoding: deque[tuple[int, Future]] = deque()
     writing: deque[tuple[int, Future]] = deque()
