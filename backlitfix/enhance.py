@@ -359,8 +359,7 @@ class Enhancer:
         out = np.empty_like(pixels) if out is None else out
         if self.mode == "exact" and callable(strength):
             # One cheap pass at the working resolution decides; the tiled passes then apply it.
-            small = self._small(pixels)
-            strength = _decide(strength, small, NonFinite()(self.illumination(small)[0, 0].cpu()))
+            strength = _decide(strength, *self.working_pass(pixels))
         finite = NonFinite()
         if strength == 0.0:
             out[...] = pixels
@@ -374,6 +373,13 @@ class Enhancer:
             else:
                 warn(msg)
         return out
+
+    @torch.no_grad()
+    def working_pass(self, pixels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(small, L) as a `StrengthRule` is given them: for a caller deciding a strength without correcting
+        (a dry run). Non-finite values of L are replaced by 1.0 (no correction), as in `enhance`."""
+        small = self._small(pixels)
+        return small, NonFinite()(self.illumination(small)[0, 0].cpu())
 
     def _small(self, pixels: np.ndarray) -> torch.Tensor:
         """The photo at the working resolution, (1, 3, h, w) float32 on the CPU: what fast mode's network sees."""

@@ -43,6 +43,8 @@ def test_a_strength_rule_is_asked_once_with_the_working_resolution_input_and_its
     assert L.shape == (h, w) and L.dtype == torch.float32
     with torch.no_grad():
         assert torch.allclose(L, n(small)[0, 0], atol=1e-4)  # the raw map of exactly what it was shown
+    ws, wL = e.working_pass(px)  # what a dry run asks the same rule with
+    assert torch.equal(ws, small) and torch.equal(wL, L)
     assert np.array_equal(out, e.enhance(px, 0.7))  # the answer is the strength applied
     assert not np.array_equal(out, e.enhance(px, 1.0))
 
