@@ -44,7 +44,7 @@ def test_a_strength_rule_is_asked_once_with_the_working_resolution_input_and_its
     with torch.no_grad():
         assert torch.allclose(L, n(small)[0, 0], atol=1e-4)  # the raw map of exactly what it was shown
     ws, wL = e.working_pass(px)  # what a dry run asks the same rule with
-    assert torch.equal(ws, small) and torch.equal(wL, L)
+    assert torch.equal(ws, small) and torch.allclose(wL, L, atol=1e-5)  # same pass; conv order may differ
     assert np.array_equal(out, e.enhance(px, 0.7))  # the answer is the strength applied
     assert not np.array_equal(out, e.enhance(px, 1.0))
 
