@@ -20,7 +20,7 @@ from backlitfix.watch.journal import (
 )
 from backlitfix.watch.scope import Scope, is_partial_name
 from backlitfix.watch.stability import StabilityTracker, signature
-from backlitfix.watch.tempfiles import remove_stale_temps, temp_destination
+from backlitfix.io.atomic import is_temp_of, remove_stale_temps
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -253,9 +253,9 @@ def test_only_our_stale_temporary_files_are_removed(tmp_path):
     theirs = [out / ".other.jpg.abcdefgh.tmp", out / "a.jpg.tmp", out / ".a.jpg.tmp", out / "notes.tmp"]
     for p in ours + theirs:
         p.write_bytes(b"partial")
-    assert temp_destination(str(ours[0])) == str(out / "a.jpg")
-    removed = remove_stale_temps(str(out), [str(out / "a.jpg"), str(out / "sub" / "b.tif")])
-    assert sorted(removed) == sorted(map(str, ours))
+    assert is_temp_of(ours[0].name, "a.jpg") and not is_temp_of(theirs[0].name, "a.jpg")
+    removed = remove_stale_temps([out / "a.jpg", out / "sub" / "b.tif"])
+    assert sorted(map(str, removed)) == sorted(map(str, ours))
     assert all(p.exists() for p in theirs) and not any(p.exists() for p in ours)
 
 

@@ -97,12 +97,13 @@ def watch(in_dir, polling, once, show_status, as_json, quiet_seconds, journal_se
     from ..model.checkpoint import CheckpointError
     from ..pipeline import load_enhancer
     from .daemon import Daemon, Log
-    from .tempfiles import remove_stale_temps
+    from ..io.atomic import remove_stale_temps
 
     log = Log(quiet=quiet)
+    daemon = None
     try:
         # temporary files first: the outputs of rows released next are still known then
-        removed = remove_stale_temps(out_abs, journal.outputs())
+        removed = remove_stale_temps(journal.outputs())
         vanished = journal.forget_vanished()
         interrupted = len(journal.entries("processing"))
         if interrupted:
@@ -154,6 +155,8 @@ def watch(in_dir, polling, once, show_status, as_json, quiet_seconds, journal_se
             f"{c.failed} failed in {time.perf_counter() - t0:.1f} s; journal: {totals['done']} done, "
             f"{totals['failed']} failed, {totals['pending'] + totals['processing']} pending")
     finally:
+        if daemon is not None:
+            daemon.bursts.close()
         journal.close()
         lock.release()
     sys.exit(code)

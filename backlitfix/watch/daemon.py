@@ -35,6 +35,7 @@ from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..bursts import SqliteBurstStore
 from ..config import Config
 from ..discover import Job, plan
 from ..io.formats import IMAGE_EXTENSIONS
@@ -233,7 +234,9 @@ class Daemon:
         self.stop = StopFlag()  # stop requested: finish the photo in hand, then exit
         self.workers = cfg.jobs or default_workers()
         self.max_batch = max(8, 8 * self.workers)
-        self.pipeline = _WatchPipeline(cfg, enhancer, self.stop)
+        # bursts live in the journal's database file: a burst begun before a restart keeps its look
+        self.bursts = SqliteBurstStore(journal.path, cfg.burst.gap_seconds)
+        self.pipeline = _WatchPipeline(cfg, enhancer, self.stop, bursts=self.bursts)
         self.started_at = time.time()
         self._kick = threading.Event()  # wakes the main loop: a new candidate
         self._targets: set[str] | None = None  # --once: the paths found at start
@@ -542,9 +545,11 @@ class Daemon:
             facts = Facts("result", None, signature(path), path=path, taken_sig=t.sig, result=status,
                           reason=r.reason, planned=r.output)
             a = decide(facts)
+            strength, group = self.pipeline.applied.pop(path, (None, None))
             if a.kind == "record" and a.state == "done":
                 self.journal.finish(path, "done", output=r.output, seconds=round(r.seconds, 4))
-                self.log.info(f"done: {path} -> {r.output} ({r.seconds:.2f} s)")
+                how = "" if strength is None else f", strength {strength:.2f}" + (f", burst {group}" if group else "")
+                self.log.info(f"done: {path} -> {r.output} ({r.seconds:.2f} s{how})")
                 for w in r.warnings:
                     self.log.warning(w)
                 self._resolve(path, "done")
