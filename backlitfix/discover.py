@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass, field
 from collections.abc import Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .io.formats import IMAGE_EXTENSIONS, RAW_EXTENSIONS, SIDECAR_EXTENSIONS, format_of, output_extension

@@ -17,11 +17,14 @@ from .bursts import BurstStore, Capture, MemoryBurstStore, capture_of
 from .config import Config
 from .discover import Job
 from .enhance import (
-    Enhancer, StrengthRule, downscale, pick_device, pick_dtype, precision_warning, to_float, working_size,
+    Enhancer,
+    StrengthRule,
+    downscale,
+    to_float,
+    working_size,
 )
 from .io import copy_sidecars, decode, encode
-from .model.checkpoint import ModelInfo, load_model
-from .model.registry import resolve
+from .model.checkpoint import ModelInfo
 from .photo import Photo, PhotoError
 from .strength import auto_strength
 
@@ -44,24 +47,12 @@ class Result:
 
 
 def load_enhancer(cfg: Config) -> tuple[Enhancer, ModelInfo]:
-    """Resolve and load the configured model once; raises CheckpointError / ValueError for the CLI to report."""
-    entry = resolve(cfg.model)
-    net, info = load_model(entry.path)
-    info.name = entry.name
-    device = pick_device(cfg.device)
-    enhancer = Enhancer(
-        net,
-        mode=cfg.mode,
-        device=device,
-        dtype=pick_dtype(cfg.precision, device),
-        working_megapixels=cfg.fast.working_megapixels,
-        guide_radius=cfg.fast.guide_radius,
-        guide_eps=cfg.fast.guide_eps,
-        tile=cfg.exact.tile,
-    )
-    if cfg.mode == "fast" and (w := precision_warning(cfg.precision, device)):  # exact mode is always fp32
-        click.echo(f"backlitfix: warning: {w}", err=True)
-    return enhancer, info
+    """Resolve and load the configured model once; raises CheckpointError / ValueError for the CLI to report.
+    The same loading as the Python API's `backlitfix.load` (backlitfix/api.py)."""
+    from .api import from_config
+
+    enh = from_config(cfg, warn=lambda w: click.echo(f"backlitfix: warning: {w}", err=True))
+    return enh._engine, enh.model_info
 
 
 class Pipeline:
@@ -107,7 +98,7 @@ class Pipeline:
     def annotate(self, results) -> None:
         """Give each Result the strength applied and its burst; a burst of one frame is no group."""
         frames: dict[str, int] = {}
-        for s, g in self.applied.values():
+        for _s, g in self.applied.values():
             frames[g] = frames.get(g, 0) + 1
         for r in results:
             if r is not None and r.input in self.applied and r.status in ("done", "planned"):

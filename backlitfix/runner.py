@@ -166,7 +166,7 @@ def run_batch(
                 if memory_budget:
                     held[i] = photo.pixels.nbytes
                     typical = photo.pixels.nbytes
-                photo = timed(i, lambda: pipeline.correct(photo))
+                photo = timed(i, lambda: pipeline.correct(photo))  # noqa: B023 - called at once
             except Exception as e:
                 finish(i, failed(i, e))
                 release(i)

@@ -27,7 +27,7 @@ except ImportError:  # Windows: no flock; temporary files are then never judged 
     fcntl = None  # type: ignore[assignment]
 
 _RANDOM = 8  # tempfile's random part: 8 characters of [a-z0-9_]
-_TAIL = re.compile(r"[a-z0-9_]{%d}\.tmp" % _RANDOM)
+_TAIL = re.compile(rf"[a-z0-9_]{{{_RANDOM}}}\.tmp")
 _OVERHEAD = len(b"..") + _RANDOM + len(b".tmp")  # what a temporary name adds to the destination's
 
 

@@ -6,12 +6,11 @@ written back unchanged; JPEG, which cannot hold one, gets the colour flattened o
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import BinaryIO
-
-import hashlib
 
 import numpy as np
 from PIL import Image

@@ -7,8 +7,8 @@ State-dict names match the authors' checkpoints exactly (after stripping ``modul
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 PPM_BINS = (1, 2, 3, 6)
 N_PARAMETERS = 278_790

@@ -11,10 +11,8 @@ from pathlib import Path
 
 import click
 
-from ..discover import DEFAULT_OUTPUT_DIRNAME
-
-
 from ..cli_options import EXIT_OK, EXIT_USAGE, load_cli_config, photo_options
+from ..discover import DEFAULT_OUTPUT_DIRNAME
 
 
 def _usage(msg: str):
@@ -94,10 +92,10 @@ def watch(in_dir, polling, once, show_status, as_json, quiet_seconds, journal_se
     except OSError as e:
         _usage(f"cannot lock the journal {jpath}: {e.strerror or e}")
 
+    from ..io.atomic import remove_stale_temps
     from ..model.checkpoint import CheckpointError
     from ..pipeline import load_enhancer
     from .daemon import Daemon, Log
-    from ..io.atomic import remove_stale_temps
 
     log = Log(quiet=quiet)
     daemon = None
