@@ -221,7 +221,7 @@ def bench_cost(work: Path, repeat: int) -> None:
     dt = (time.perf_counter() - t) / 10
     print(f"cost     24 MP photo (6000 x 4000 JPEG, -j 1, per-photo seconds, best of {repeat}): strength 1 {t1:.2f} s, "
           f"auto {ta:.2f} s (auto chose {strength:.2f}): {100 * (ta - t1) / t1:+.1f} % "
-          f"(runs: 1 {['%.2f' % x for x in times['1']]}, auto {['%.2f' % x for x in times['auto']]}); "
+          f"(runs: 1 {[format(x, '.2f') for x in times['1']]}, auto {[format(x, '.2f') for x in times['auto']]}); "
           f"the decision alone {dt * 1000:.1f} ms = {100 * dt / t1:.2f} % of the photo's time; target < 5 %", flush=True)
 
 

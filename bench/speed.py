@@ -72,8 +72,9 @@ def run_case(case: str, src: Path, model: str, out_dir: Path) -> dict:
 
     dest = out_dir / f"{case}.jpg"
     if case == "reference-3mp":
-        from backlitfix.model.checkpoint import load_model
         from PIL import Image
+
+        from backlitfix.model.checkpoint import load_model
 
         net, _ = load_model(model)
         img = np.asarray(Image.open(src).convert("RGB").resize((2121, 1414), Image.LANCZOS), dtype=np.float32) / 255
@@ -112,10 +113,10 @@ def child(case: str, src: Path, model: str, out_dir: Path) -> dict:
         wall = time.perf_counter() - t
         rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         return {"case": case, "seconds": wall, "peak_rss_mb": rss}
-    code = (
-        "import json,sys; sys.path.insert(0, %r); from bench.speed import run_case, peak_rss_mb; from pathlib import Path;"
-        "r = run_case(%r, Path(%r), %r, Path(%r)); r['peak_rss_mb'] = peak_rss_mb(); print(json.dumps(r))"
-        % (str(REPO), case, str(src), model, str(out_dir))
+    code = (  # !r: each value as a Python literal in the child's source
+        f"import json,sys; sys.path.insert(0, {str(REPO)!r}); from bench.speed import run_case, peak_rss_mb;"
+        f"from pathlib import Path; r = run_case({case!r}, Path({str(src)!r}), {model!r}, Path({str(out_dir)!r}));"
+        " r['peak_rss_mb'] = peak_rss_mb(); print(json.dumps(r))"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=REPO)
     return {"case": case, **json.loads(out.stdout.strip().splitlines()[-1])}

@@ -118,7 +118,7 @@ def main():
                 "ours, RN101 identity": ours("RN101"),
                 "ours, default (guidance-tower identity)": ours("guidance")}
     times = {k: [] for k in variants}
-    for k, f in variants.items():  # warm-up: allocations, autocast caches, thread pools
+    for f in variants.values():  # warm-up: allocations, autocast caches, thread pools
         f()
     for _ in range(args.iters):
         for k, f in variants.items():
@@ -165,7 +165,7 @@ def compare_preset(preset: str, dev: torch.device, precision: str, iters: int) -
                      images, s, OUT / "train_speed_tmp", progress=False)
         steps[name] = (tc, tr)
     times = {k: [] for k in steps}
-    for k, (_, tr) in steps.items():
+    for _, tr in steps.values():
         tr._net_step("enhance")  # warm-up
     for _ in range(iters):
         for k, (_, tr) in steps.items():

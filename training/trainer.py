@@ -138,12 +138,12 @@ class Estimate:
         t = self.times[is_net]
         return sum(t) / len(t) if t else None
 
-    def seconds_left(self, trainer: "Trainer") -> float:
+    def seconds_left(self, trainer: Trainer) -> float:
         net, pair = trainer.remaining()
         t_net, t_pair = self.per_step(True) or 0.0, self.per_step(False) or 0.0
         return net * t_net + pair * t_pair
 
-    def message(self, trainer: "Trainer") -> str:
+    def message(self, trainer: Trainer) -> str:
         total = trainer.total_iterations
         left = self.seconds_left(trainer)
         self.total = trainer.history.seconds + left
@@ -243,7 +243,7 @@ class Trainer:
             self._load()
             self.log(f"resuming from {self.workdir / STATE_FILE}: step {self.step}/{self.total_steps}")
         t0 = time.perf_counter() - self.history.seconds
-        self.estimate = Estimate(self.step + self.pair_step)  # noqa: attribute set per run
+        self.estimate = Estimate(self.step + self.pair_step)  # attribute set per run
         bar = self._bar()
         # The plan is read again at every step: the collapse guard lengthens the warm-up while it runs, and a
         # resumed run must see the length the interrupted one had reached (else it stops short or trains on).
@@ -252,7 +252,7 @@ class Trainer:
             phase = self.plan()[i][0]
             is_net = phase in ("warmup", "enhance")
             start = net_start if is_net else pair_start
-            done = lambda: (self.step if is_net else self.pair_step) - start  # noqa: E731
+            done = lambda: (self.step if is_net else self.pair_step) - start  # noqa: E731, B023 - called in this iteration only
             if done() < self.plan()[i][1]:
                 if phase == "enhance" and done() <= 0:
                     self._start_round()
