@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 open_clip = pytest.importorskip("open_clip", reason="needs the train extra (open_clip_torch)")
 
-from training.clip import TINY, TINY_RN, ClipUnavailable, load_clip
+from training.clip import TINY, TINY_RN, ClipUnavailable, load_clip  # noqa: E402 - after the importorskip
 
 
 @pytest.fixture(scope="module")

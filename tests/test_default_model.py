@@ -11,12 +11,12 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, shared_path
 from PIL import Image
 
 from backlitfix.model.checkpoint import load_model
 from backlitfix.model.network import N_PARAMETERS
 from backlitfix.model.registry import embedded_default, resolve
+from conftest import REPO, shared_path
 from training import zero_reference as zr
 from training.stats_embedding import StatsResidual, features
 

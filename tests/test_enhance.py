@@ -9,7 +9,12 @@ from PIL import Image
 
 from backlitfix.discover import Job
 from backlitfix.enhance import (
-    ColumnUpsampled, Enhancer, GuidedUpsampler, apply_gain, guided_coefficients, working_size,
+    ColumnUpsampled,
+    Enhancer,
+    GuidedUpsampler,
+    apply_gain,
+    guided_coefficients,
+    working_size,
 )
 from backlitfix.model.checkpoint import load_model
 from backlitfix.model.network import EnhanceNet, form_image

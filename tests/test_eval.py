@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import shared_path
 from PIL import Image
 from scipy import ndimage
 from scipy.special import gamma as G
@@ -25,6 +24,7 @@ from backlitfix.cli import main
 from backlitfix.eval import metrics
 from backlitfix.eval import niqe as N
 from backlitfix.io import decode
+from conftest import shared_path
 
 BIG = 10**9
 

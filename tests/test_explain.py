@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import shared_path
 
+from conftest import shared_path
 from training.clip import TINY, load_clip
 
 SEED = 1143  # config training.seed, as the CLI seeds before loading: the same random model here and there

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -20,7 +20,7 @@ CHECKPOINTS = [
 ]
 
 
-@lru_cache(maxsize=None)
+@cache
 def golden() -> dict:
     return json.loads(shared_path("reference", "golden.json").read_text())
 
@@ -82,7 +82,7 @@ def test_exact_tiling_matches_reference(ckpt, tile):
         H, W = x.shape[-2:]
         assert tile < max(H, W)
         L = torch.full((1, 1, H, W), float("nan"))
-        for (y0, y1, x0, x1), Lt in exact_L(net, lambda a, b, c, d: x[..., a:b, c:d], H, W, tile):
+        for (y0, y1, x0, x1), Lt in exact_L(net, lambda a, b, c, d: x[..., a:b, c:d], H, W, tile):  # noqa: B023
             L[..., y0:y1, x0:x1] = Lt
         check_against_golden(L, x, g["results"][name][ckpt], np.array(meta["coords"]))
 

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import tifffile
 from click.testing import CliRunner
-from conftest import REPO, shared_path
 from PIL import Image
 
 from backlitfix.cli import main
 from backlitfix.plugins import HOSTS, InstallError, install, plan_install, plugins_root
 from backlitfix.plugins.inplace import output_format, parse_bqm_paths
+from conftest import REPO, shared_path
 
 SMALL = ["ovd0312_4.jpg", "ovd0312_21.jpg"]  # 0.1 MP each
 # Names a shell would act on; each must reach backlitfix intact

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from conftest import REPO, shared_path
 
 from backlitfix.discover import plan
 from backlitfix.io.decode import decode
 from backlitfix.plugins import install
+from conftest import REPO, shared_path
 
 pytestmark = pytest.mark.skipif(shutil.which("darktable-cli") is None, reason="needs darktable-cli (apt install darktable)")
 

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import shared_path
 from PIL import Image, ImageCms
 
 from backlitfix.cli import main
@@ -23,6 +22,7 @@ from backlitfix.discover import Job
 from backlitfix.enhance import Enhancer, to_float, working_size
 from backlitfix.eval.report import THUMB_DIR, THUMB_SIDE, report_folder
 from backlitfix.model.checkpoint import load_model
+from conftest import shared_path
 
 HOSTILE = ["$(touch PWNED).jpg", 'a "quote" #1 ?.jpg', "<script>alert(1)<\\script> é%41&amp;.jpg"]
 THUMB_KB = 120  # a 640 px JPEG at quality 80 is 20-90 KB

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import shared_path
 from PIL import Image
 
+from conftest import shared_path
 from training.clip import TINY, TINY_RN, load_clip
 
 SEED = 1143  # config training.seed: the CLI seeds with it before loading, so the random model is the same

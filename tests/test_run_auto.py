@@ -9,7 +9,6 @@ import numpy as np
 import piexif
 import pytest
 from click.testing import CliRunner
-from conftest import shared_path
 from PIL import Image
 
 from backlitfix.bursts import SqliteBurstStore
@@ -17,6 +16,7 @@ from backlitfix.cli import main
 from backlitfix.config import load_config
 from backlitfix.discover import plan
 from backlitfix.pipeline import Pipeline, load_enhancer
+from conftest import shared_path
 
 
 def cli(*args: str):

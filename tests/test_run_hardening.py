@@ -18,7 +18,6 @@ import pytest
 from PIL import Image
 
 from backlitfix.discover import Job
-from backlitfix.pipeline import Result
 from backlitfix.runner import run_batch
 from conftest import shared_path
 
@@ -162,7 +161,6 @@ def test_an_unwritable_output_folder_is_one_line_before_any_work(shoot, tmp_path
     for out, why in [(read_only / "sub", "read-only file system"), (a_file / "sub", "is a file, not a folder"),
                      (a_file, "is not a folder")]:
         for dry in ([], ["--dry-run"]):
-            t = time.perf_counter()
             r = bfx("run", "--model", model(), "-o", out, *dry, shoot)
             assert r.returncode == 2, (out, r.stderr)
             lines = r.stderr.strip().splitlines()
@@ -171,8 +169,6 @@ def test_an_unwritable_output_folder_is_one_line_before_any_work(shoot, tmp_path
 
 
 def test_stale_temporary_files_of_a_killed_run_are_removed_live_ones_stay(shoot, tmp_path):
-    import fcntl
-
     out = tmp_path / "out"
     out.mkdir()
     stale = out / f".{SMALL[0]}.k1ll3d_x.tmp"

@@ -6,13 +6,13 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import shared_path
 
 from backlitfix.config import ConfigError, load_config
 from backlitfix.enhance import downscale, to_float, working_size
 from backlitfix.io import decode
 from backlitfix.pipeline import load_enhancer
 from backlitfix.strength import RAMP, auto_strength, decide, ramp
+from conftest import shared_path
 
 
 @pytest.fixture(scope="module")

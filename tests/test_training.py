@@ -14,9 +14,8 @@ from PIL import Image
 
 pytest.importorskip("open_clip", reason="needs the train extra (open_clip_torch)")
 
-from conftest import shared_path
-
 from backlitfix.model.network import EnhanceNet
+from conftest import shared_path
 from training.clip import TINY, TINY_RN, load_clip
 from training.data import Augment, load_image_set
 from training.guidance import (

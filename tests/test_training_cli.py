@@ -11,9 +11,8 @@ from PIL import Image
 
 pytest.importorskip("open_clip", reason="needs the train extra (open_clip_torch)")
 
-from conftest import shared_path
-
 from backlitfix.model.checkpoint import load_model
+from conftest import shared_path
 from training.clip import TINY
 
 TINY_ARGS = ["--clip-model", TINY, "--clip-pretrained", "random"]

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import shared_path
 from PIL import Image
 
 from backlitfix.cli import main
+from conftest import shared_path
 
 SMALL = ["ovd0312_4.jpg", "ovd0312_21.jpg", "ovd0312_32.jpg"]  # 0.1 MP each
 CLI = [sys.executable, "-c", "import sys; from backlitfix.cli import main; sys.exit(main())"]

@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import shared_path
 from PIL import Image
+
+from conftest import shared_path
 from test_run_auto import burst, exif
 
 CLI = [sys.executable, "-c", "import sys; from backlitfix.cli import main; sys.exit(main())"]

@@ -18,6 +18,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+
+from backlitfix.cli import main
+from backlitfix.watch.journal import Journal
 from test_watch import (  # noqa: F401 - env, inbox and watcher are fixtures
     CLI,
     JOURNAL,
@@ -34,9 +37,6 @@ from test_watch import (  # noqa: F401 - env, inbox and watcher are fixtures
     wait_for,
     watcher,
 )
-
-from backlitfix.cli import main
-from backlitfix.watch.journal import Journal
 
 
 def sha(path: Path) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from backlitfix.io.atomic import is_temp_of, remove_stale_temps
 from backlitfix.watch.journal import (
     Journal,
     JournalError,
@@ -20,7 +21,6 @@ from backlitfix.watch.journal import (
 )
 from backlitfix.watch.scope import Scope, is_partial_name
 from backlitfix.watch.stability import StabilityTracker, signature
-from backlitfix.io.atomic import is_temp_of, remove_stale_temps
 
 REPO = Path(__file__).resolve().parent.parent
 

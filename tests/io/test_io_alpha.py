@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import tifffile
 from click.testing import CliRunner
-from conftest import shared_path
 from PIL import Image
-from test_io_decode import _png  # an encoder independent of ours, using all five row filters
 
 from backlitfix.cli import main
 from backlitfix.io import decode, encode
 from backlitfix.io.encode import to_8bit
+from conftest import shared_path
+from test_io_decode import _png  # an encoder independent of ours, using all five row filters
 
 LIMIT = 250_000_000
 SOFTWARE = "backlitfix test"

@@ -13,12 +13,12 @@ import numpy as np
 import piexif
 import pytest
 import tifffile
-from conftest import shared_path
 from PIL import Image, ImageFile, ImageOps
 
 from backlitfix.io import decode
 from backlitfix.io.formats import HEIC_HINT
 from backlitfix.photo import PhotoError
+from conftest import shared_path
 
 EXIF_FILES = [
     "BlueSquare.jpg", "Canon_DIGITAL_IXUS_400.jpg", "chameleon_lime.jpg", "DSCN0010.jpg", "exif.png",

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import shared_path
 from PIL import Image
 
 from backlitfix.cli import main
 from backlitfix.io import decode, encode
+from conftest import shared_path
 
 LIMIT = 250_000_000
 SOFTWARE = "backlitfix test"

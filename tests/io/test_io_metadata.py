@@ -1,7 +1,6 @@
 """EXIF and XMP editing: only what the corrected output makes wrong changes."""
 import piexif
 import pytest
-from conftest import shared_path
 from PIL import Image
 
 from backlitfix.io.metadata import (
@@ -14,6 +13,7 @@ from backlitfix.io.metadata import (
     xmp_orientation,
 )
 from backlitfix.io.tiff_ifd import TiffFormatError
+from conftest import shared_path
 
 
 def embedded_exif(name: str) -> bytes:

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import tifffile
 from click.testing import CliRunner
-from conftest import shared_path
 from PIL import Image
 
 from backlitfix.cli import main
 from backlitfix.io import decode
 from backlitfix.photo import PhotoError
+from conftest import shared_path
 
 LIMIT = 250_000_000
 

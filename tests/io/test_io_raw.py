@@ -10,11 +10,11 @@ import piexif
 import pytest
 import rawpy
 import tifffile
-from conftest import shared_path
 from PIL import ImageCms
 
 from backlitfix.io import copy_sidecars, decode, encode, find_sidecars
 from backlitfix.photo import Metadata, Photo, PhotoError
+from conftest import shared_path
 
 LIMIT = 250_000_000
 RAWS = ["Blackmagic.dng", "canon_eos_6d.dng", "Nikon_uncompressed.nef"]

@@ -8,12 +8,12 @@ import numpy as np
 import piexif
 import pytest
 import tifffile
-from conftest import shared_path
 from PIL import Image
 
 from backlitfix.io import decode, encode
 from backlitfix.io.encode import to_8bit
 from backlitfix.photo import Photo
+from conftest import shared_path
 
 SOFTWARE = "backlitfix test"
 LIMIT = 250_000_000
