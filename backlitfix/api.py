@@ -10,7 +10,7 @@ import itertools
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Union, overload
+from typing import TYPE_CHECKING, Literal, overload
 
 if TYPE_CHECKING:
     import numpy as np
@@ -21,9 +21,7 @@ if TYPE_CHECKING:
     from .model.checkpoint import ModelInfo
     from .pipeline import Pipeline
 
-    ImageLike = Union[Image.Image, np.ndarray]
-
-Strength = Union[float, Literal["auto"]]
+Strength = float | Literal["auto"]
 
 
 class BacklitfixError(Exception):
@@ -47,7 +45,8 @@ class Enhancer:
         self.strength: Strength = cfg.strength  # the default for `enhance`
 
     def __repr__(self) -> str:
-        return f"backlitfix.Enhancer(model={self.model!r}, mode={self.mode!r}, device={self.device!r}, strength={self.strength!r})"
+        return (f"backlitfix.Enhancer(model={self.model!r}, mode={self.mode!r}, device={self.device!r}, "
+                f"strength={self.strength!r})")
 
     @overload
     def enhance(self, image: Image.Image, *, strength: Strength | None = None,

@@ -2,11 +2,13 @@
 
 STUB, and why: GIMP 3 and its Python bindings (gir1.2-gimp-3.0) do not exist on Debian 12 (it has
 GIMP 2.10 without Python), so `gi.repository.Gimp` cannot be imported here. The stub below
-implements only the few Gimp/Gio/GLib calls the plug-in makes, with real files: its TIFF
-exporter writes the layer's pixels as a real 16-bit TIFF, and its file_load_layer reads the
-result back. Everything between is real: the plug-in's argument list, the real `backlitfix`
-program (a subprocess), a real checkpoint. What the stub cannot show is that GIMP's own calls
-behave as assumed; plugins/README.md says how to check the plug-in by hand in GIMP 3.
+implements only the few Gimp/Gegl/Gio/GLib calls the plug-in makes, with real files: its TIFF
+exporter writes the layer's pixels as a real 16-bit TIFF, its file_load_layer reads the result
+back, and its Gegl buffers hand out and take 16-bit pixels as bytes, as GEGL's "R'G'B'(A) u16"
+formats do. Everything between is real: backlitfix's Python API in the process, or the plug-in's
+argument list and the real `backlitfix` program (a subprocess); a real checkpoint. What the stub
+cannot show is that GIMP's own calls behave as assumed; plugins/README.md says how to check the
+plug-in by hand in GIMP 3.
 """
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+import pytest
 import tifffile
+
 from conftest import REPO, shared_path
 
 PLUGIN = REPO / "plugins" / "gimp" / "backlitfix" / "backlitfix.py"
@@ -48,13 +52,61 @@ class GFile:
         return cls(path)
 
 
+class Rectangle:
+    @staticmethod
+    def new(x, y, w, h):
+        return (x, y, w, h)
+
+
+class Buffer:
+    """A Gegl.Buffer of a stub layer: only whole-layer reads and writes in the 16-bit R'G'B'(A) formats."""
+
+    def __init__(self, layer):
+        self.layer, self.flushed = layer, False
+
+    def _check(self, rect, fmt):
+        h, w, c = self.layer.pixels.shape
+        assert rect == (0, 0, w, h) and fmt == ("R'G'B'A u16" if c == 4 else "R'G'B' u16"), (rect, fmt)
+
+    def get(self, rect, scale, fmt, abyss):
+        self._check(rect, fmt)
+        assert scale == 1.0 and abyss == "CLAMP"
+        return self.layer.pixels.astype(np.uint16).tobytes()
+
+    def set(self, rect, fmt, data):
+        self._check(rect, fmt)
+        self.layer.pixels = np.frombuffer(data, np.uint16).reshape(self.layer.pixels.shape).copy()
+
+    def flush(self):
+        self.flushed = True
+
+
 class Layer:
     def __init__(self, pixels, name="layer", offsets=(0, 0)):
         self.pixels, self.name, self.offsets, self.parent = pixels, name, offsets, None
+        self.buffer, self.updated = None, None
 
     @classmethod
     def new_from_drawable(cls, drawable, image):
         return cls(drawable.pixels.copy(), drawable.name, drawable.offsets)
+
+    @classmethod
+    def new(cls, image, name, w, h, image_type, opacity, mode):
+        assert mode == "NORMAL" and opacity == 100.0
+        return cls(np.zeros((h, w, 4 if image_type == "RGBA_IMAGE" else 3), np.uint16), name)
+
+    def has_alpha(self):
+        return self.pixels.shape[2] == 4
+
+    def type(self):
+        return "RGBA_IMAGE" if self.has_alpha() else "RGB_IMAGE"
+
+    def get_buffer(self):
+        self.buffer = Buffer(self)
+        return self.buffer
+
+    def update(self, x, y, w, h):
+        self.updated = (x, y, w, h)
 
     def get_width(self):
         return self.pixels.shape[1]
@@ -186,12 +238,15 @@ def load_plugin(monkeypatch):
     Gimp = types.SimpleNamespace(
         PlugIn=object, main=lambda *a: None, Image=Image, Layer=Layer, ImageProcedure=Procedure,
         RunMode=Enum("INTERACTIVE", "NONINTERACTIVE"), ImageBaseType=Enum("RGB"),
-        Precision=Enum("U16_NON_LINEAR"), PDBProcType=Enum("PLUGIN"),
+        Precision=Enum("U16_NON_LINEAR"), PDBProcType=Enum("PLUGIN"), LayerMode=Enum("NORMAL"),
         ProcedureSensitivityMask=Enum("DRAWABLE"),
         PDBStatusType=Enum("SUCCESS", "CANCEL", "EXECUTION_ERROR", "CALLING_ERROR"),
-        get_pdb=lambda: types.SimpleNamespace(lookup_procedure=lambda n: TiffExport() if n == "file-tiff-export" else None),
+        get_pdb=lambda: types.SimpleNamespace(
+            lookup_procedure=lambda n: TiffExport() if n == "file-tiff-export" else None),
         file_load_layer=file_load_layer, progress_init=lambda *a: None, displays_flush=lambda: None)
-    repo = types.SimpleNamespace(Gimp=Gimp, GimpUi=types.SimpleNamespace(init=lambda n: None, ProcedureDialog=Dialog),
+    Gegl = types.SimpleNamespace(Rectangle=Rectangle, AbyssPolicy=Enum("CLAMP"))
+    repo = types.SimpleNamespace(Gimp=Gimp, Gegl=Gegl,
+                                 GimpUi=types.SimpleNamespace(init=lambda n: None, ProcedureDialog=Dialog),
                                  Gio=types.SimpleNamespace(File=GFile), GLib=types.SimpleNamespace(Error=StubError),
                                  GObject=types.SimpleNamespace(ParamFlags=Enum("READWRITE")))
     gi = types.ModuleType("gi")
@@ -211,7 +266,8 @@ def fake_backlitfix(folder: Path, body: str | None = None) -> Path:
     """`backlitfix` for this interpreter and checkout, in a folder whose name needs quoting."""
     folder.mkdir(parents=True, exist_ok=True)
     exe = folder / "backlitfix"
-    exe.write_text("#!/bin/sh\n" + (body or f'PYTHONPATH={REPO}{os.pathsep}"$PYTHONPATH" exec {sys.executable} -m backlitfix.cli "$@"\n'))
+    run = f'PYTHONPATH={REPO}{os.pathsep}"$PYTHONPATH" exec {sys.executable} -m backlitfix.cli "$@"\n'
+    exe.write_text("#!/bin/sh\n" + (body or run))
     exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
     return exe
 
@@ -230,14 +286,36 @@ HOSTILE_DIR = "-x $(touch PWNED) `touch PWNED2`; 'q' \"d\" ü\nnl"
 
 # ---------------------------------------------------------------- tests
 
-def test_plugin_imports_nothing_from_backlitfix():
-    """It runs under GIMP's bundled Python, where backlitfix is not importable."""
+def imports(nodes) -> set[str]:
+    found = {a.name.split(".")[0] for n in nodes if isinstance(n, ast.Import) for a in n.names}
+    return found | {n.module.split(".")[0] for n in nodes if isinstance(n, ast.ImportFrom) and n.module}
+
+
+def test_plugin_loads_without_backlitfix():
+    """It runs under GIMP's bundled Python too, where backlitfix is not importable: the module itself
+    imports only the standard library and gi; backlitfix only inside import_api, guarded."""
     tree = ast.parse(PLUGIN.read_text())
-    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    assert "backlitfix" not in imported
-    assert imported <= {"json", "os", "shutil", "subprocess", "sys", "tempfile", "gi"}
+    assert imports(tree.body) <= {"json", "os", "shutil", "subprocess", "sys", "tempfile", "gi"}
+    guarded = [n for n in ast.walk(tree) if isinstance(n, ast.Try) and "backlitfix" in imports(n.body)]
+    assert len(guarded) == 1
+    assert any(isinstance(h.type, ast.Name) and h.type.id == "Exception" for h in guarded[0].handlers)
+    def ours(nodes):
+        return [n for n in nodes if isinstance(n, (ast.Import, ast.ImportFrom)) and "backlitfix" in imports([n])]
+
+    assert ours(ast.walk(tree)) == ours(guarded[0].body)  # no other import of backlitfix anywhere
     assert PLUGIN.read_text().startswith("#!/usr/bin/env python3\n")  # GIMP skips scripts without it
+
+
+def test_import_api_skips_the_plugins_own_folder(monkeypatch):
+    """GIMP puts the plug-in's folder (.../plug-ins/backlitfix/, holding backlitfix.py) first on sys.path:
+    `import backlitfix` must still find the package, not the plug-in."""
+    plugin = load_plugin(monkeypatch)
+    monkeypatch.syspath_prepend(str(PLUGIN.parent))
+    for name in [m for m in sys.modules if m == "backlitfix" or m.startswith("backlitfix.")]:
+        monkeypatch.delitem(sys.modules, name)
+    api = plugin.import_api()
+    assert api is not None and os.path.basename(api.__file__) == "__init__.py" and callable(api.load)
+    assert sys.path[0] == str(PLUGIN.parent)  # sys.path is given back as it was
 
 
 def test_registration(monkeypatch):
@@ -294,6 +372,58 @@ def test_round_trip_through_the_real_cli_with_hostile_paths(monkeypatch, tmp_pat
     assert TiffExport.calls[0]["file"].path.startswith(str(tmp_root))
     assert list(tmp_root.iterdir()) == []  # its temporary folder is gone
     assert not list(tmp_path.rglob("PWNED*")) and not Path("PWNED").exists()
+    import backlitfix  # the program and the Python API agree to the level
+    np.testing.assert_array_equal(new.pixels, backlitfix.load(model, strength=0.8).enhance(layer.pixels))
+
+
+def test_in_process_through_the_python_api_keeps_alpha(monkeypatch, tmp_path):
+    """No program named, backlitfix importable: the layer goes through backlitfix.load(...).enhance in this
+    process (no subprocess, no TIFF), 16 bits with its alpha, and gets what the API gives for its pixels."""
+    plugin = load_plugin(monkeypatch)
+    model = shared_path("models", "official", "rave_unpaired.pth")
+    monkeypatch.setattr(plugin.subprocess, "run", lambda *a, **k: pytest.fail("no subprocess in process"))
+    image = Image()
+    layer = backlit_layer()
+    alpha = np.tile(np.linspace(0, 65535, layer.get_width()).astype(np.uint16), (layer.get_height(), 1))
+    layer.pixels = np.concatenate([layer.pixels, alpha[..., None]], axis=2)
+    before = layer.pixels.copy()
+    image.insert_layer(layer, None, 0)
+    TiffExport.calls.clear()
+    proc = plugin.BacklitFix().do_create_procedure("plug-in-backlitfix")
+    config = Config(strength=0.8, model=str(model), executable="")
+    status, error = proc.run_fn(proc, "NONINTERACTIVE", image, [layer], config, None)
+
+    assert status == "SUCCESS", error
+    assert TiffExport.calls == []  # no round trip through a file
+    assert len(image.layers) == 2 and image.layers[1] is layer
+    new = image.layers[0]
+    assert new.name == "backlitfix rave_unpaired 0.80" and new.offsets == layer.offsets
+    assert new.buffer.flushed and new.updated == (0, 0, layer.get_width(), layer.get_height())
+    np.testing.assert_array_equal(layer.pixels, before)  # the original layer is untouched
+    import backlitfix
+    expected = backlitfix.load(model, strength=0.8).enhance(before)
+    np.testing.assert_array_equal(new.pixels, expected)
+    np.testing.assert_array_equal(new.pixels[..., 3], alpha)  # transparency kept
+    dark = before[..., :3].mean(axis=2) < 20000
+    assert new.pixels[..., :3][dark].mean() > 1.5 * before[..., :3][dark].mean()
+    assert image.undo_depth == 0 and image.undo_groups == 1
+
+    status, error = proc.run_fn(proc, "NONINTERACTIVE", image, [layer],
+                                Config(strength=1.0, model="no-such-model", executable=""), None)
+    assert status == "EXECUTION_ERROR" and "no-such-model" in str(error) and len(image.layers) == 2
+
+
+def test_without_the_api_it_falls_back_to_the_program(monkeypatch, tmp_path):
+    plugin = load_plugin(monkeypatch)
+    monkeypatch.setattr(plugin, "import_api", lambda: None)  # GIMP's bundled Python: backlitfix not importable
+    exe = fake_backlitfix(tmp_path / "bin", "echo 'error: layer.tif: the program ran' >&2\nexit 1\n")
+    monkeypatch.setenv("BACKLITFIX", str(exe))
+    image, layer = Image(), backlit_layer()
+    image.insert_layer(layer, None, 0)
+    proc = plugin.BacklitFix().do_create_procedure("plug-in-backlitfix")
+    config = Config(strength=1.0, model="", executable="")
+    status, error = proc.run_fn(proc, "NONINTERACTIVE", image, [layer], config, None)
+    assert status == "EXECUTION_ERROR" and "the program ran" in str(error)
 
 
 def test_failure_is_reported_as_an_execution_error(monkeypatch, tmp_path):
@@ -302,7 +432,8 @@ def test_failure_is_reported_as_an_execution_error(monkeypatch, tmp_path):
     image, layer = Image(), backlit_layer()
     image.insert_layer(layer, None, 0)
     proc = plugin.BacklitFix().do_create_procedure("plug-in-backlitfix")
-    status, error = proc.run_fn(proc, "NONINTERACTIVE", image, [layer], Config(strength=1.0, model="", executable=str(exe)), None)
+    config = Config(strength=1.0, model="", executable=str(exe))
+    status, error = proc.run_fn(proc, "NONINTERACTIVE", image, [layer], config, None)
     assert status == "EXECUTION_ERROR" and "model exploded" in str(error)
     assert len(image.layers) == 1 and image.undo_depth == 0
 

@@ -4,9 +4,11 @@
 Brightens a subject that is dark against a bright sky or window, as a new layer above the active
 one, named after the model and strength ("backlitfix rave_unpaired 1.00").
 
-Runs under GIMP's own Python (bundled on Windows and macOS), so it imports nothing from
-backlitfix: it exports the layer to a 16-bit TIFF in a private temporary folder, runs the
-backlitfix program with an argument list (no shell, paths after "--"), and loads its result.
+Where GIMP's Python can import backlitfix (Linux, GIMP on the system Python), the layer's pixels go
+through backlitfix's Python API in this process, 16 bits a channel, transparency kept. Elsewhere
+(GIMP's bundled Python on Windows and macOS), or when the dialog names a backlitfix program, it
+exports the layer to a 16-bit TIFF in a private temporary folder, runs that program with an argument
+list (no shell, paths after "--"), and loads its result; transparency is then flattened.
 
 Install: `backlitfix plugins install gimp`, or copy this folder to GIMP's plug-ins folder
 (Linux ~/.config/GIMP/3.0/plug-ins/backlitfix/backlitfix.py, executable; see plugins/README.md).
@@ -23,7 +25,8 @@ import gi
 
 gi.require_version("Gimp", "3.0")
 gi.require_version("GimpUi", "3.0")
-from gi.repository import Gimp, GimpUi, Gio, GLib, GObject
+gi.require_version("Gegl", "0.4")
+from gi.repository import Gegl, Gimp, GimpUi, Gio, GLib, GObject  # noqa: E402 - after require_version
 
 PROCEDURE = "plug-in-backlitfix"
 SUFFIX = "_backlitfix"
@@ -31,6 +34,23 @@ SUFFIX = "_backlitfix"
 
 class BacklitfixError(Exception):
     pass
+
+
+def import_api():
+    """backlitfix's Python API (`backlitfix.load`), or None where this Python cannot import it.
+
+    GIMP runs this file as a script, so its own folder, also named backlitfix, comes first on
+    sys.path: it is left out while importing, or `import backlitfix` would find this plug-in."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    saved = sys.path[:]
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
+    try:
+        import backlitfix
+    except Exception:  # not installed for this Python, or broken: the program may still work
+        return None
+    finally:
+        sys.path[:] = saved
+    return backlitfix if callable(getattr(backlitfix, "load", None)) else None  # an older backlitfix
 
 
 def find_executable(configured=""):
@@ -113,8 +133,51 @@ def add_result_layer(image, drawable, path, name):
     return layer
 
 
+def read_pixels(drawable):
+    """The drawable's pixels as 16-bit non-linear RGB(A) bytes, and its channel count."""
+    channels = 4 if drawable.has_alpha() else 3
+    rect = Gegl.Rectangle.new(0, 0, drawable.get_width(), drawable.get_height())
+    fmt = "R'G'B'A u16" if channels == 4 else "R'G'B' u16"
+    return bytes(drawable.get_buffer().get(rect, 1.0, fmt, Gegl.AbyssPolicy.CLAMP)), channels
+
+
+def fix_in_process(api, image, drawable, model, strength):
+    """Through backlitfix's Python API, as `backlitfix run` would correct the layer; returns the new layer."""
+    import numpy as np  # backlitfix's own dependency: present wherever backlitfix imports
+
+    try:
+        enhancer = api.load(model or None, strength=strength)
+    except api.BacklitfixError as e:
+        raise BacklitfixError(f"backlitfix: {e}") from None
+    w, h = drawable.get_width(), drawable.get_height()
+    data, channels = read_pixels(drawable)
+    pixels = np.frombuffer(data, dtype=np.uint16).reshape(h, w, channels)
+    try:
+        out = enhancer.enhance(pixels)  # alpha, if any, comes back unchanged
+    except (ValueError, RuntimeError) as e:
+        raise BacklitfixError(f"backlitfix: {e}") from None
+    image.undo_group_start()
+    try:
+        layer = Gimp.Layer.new(image, layer_name(enhancer.model, strength), w, h, drawable.type(), 100.0,
+                               Gimp.LayerMode.NORMAL)
+        image.insert_layer(layer, drawable.get_parent(), image.get_item_position(drawable))
+        offsets = drawable.get_offsets()  # (success, x, y)
+        layer.set_offsets(offsets[-2], offsets[-1])
+        buffer = layer.get_buffer()
+        buffer.set(Gegl.Rectangle.new(0, 0, w, h), "R'G'B'A u16" if channels == 4 else "R'G'B' u16", out.tobytes())
+        buffer.flush()
+        layer.update(0, 0, w, h)
+    finally:
+        image.undo_group_end()
+    return layer
+
+
 def fix(image, drawable, executable, model, strength):
-    """The whole round trip; returns the new layer."""
+    """In this process when backlitfix imports and no program was named; else the round trip through
+    the program. Returns the new layer."""
+    api = None if executable else import_api()
+    if api is not None:
+        return fix_in_process(api, image, drawable, model, strength)
     exe = find_executable(executable)
     with tempfile.TemporaryDirectory(prefix="backlitfix-gimp-") as tmp:
         source = os.path.join(tmp, "layer.tif")
@@ -151,7 +214,8 @@ class BacklitFix(Gimp.PlugIn):
         procedure.add_string_argument("model", "_Model", "Model name or checkpoint path; empty = the default model",
                                       "", flags)
         procedure.add_string_argument("executable", "backlitfix _program",
-                                      "Path to backlitfix; empty = found on PATH", "", flags)
+                                      "Path to the backlitfix program; empty = backlitfix's Python API "
+                                      "if GIMP's Python can import it, else the program on PATH", "", flags)
         return procedure
 
     def run(self, procedure, run_mode, image, drawables, config, run_data):
