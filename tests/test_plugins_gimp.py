@@ -338,6 +338,7 @@ def test_command_is_an_argument_list_with_paths_after_double_dash(monkeypatch):
     assert argv[argv.index("--model") + 1] == "-m 'x'.pth" and argv[argv.index("--strength") + 1] == "1.25"
 
 
+@pytest.mark.slow  # a subprocess: the real program
 def test_round_trip_through_the_real_cli_with_hostile_paths(monkeypatch, tmp_path):
     plugin = load_plugin(monkeypatch)
     hostile = tmp_path / HOSTILE_DIR
