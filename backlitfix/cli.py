@@ -130,7 +130,8 @@ def run(paths, dry_run, as_json, with_report, **opts):
     pipeline.annotate(results)
     if dry_run and not as_json:
         for r in results:
-            click.echo(f"{shown(r.input)} -> {shown(r.output)}" + (" (exists, skipped)" if r.status == "skipped" else "")
+            click.echo(f"{shown(r.input)} -> {shown(r.output)}"
+                       + (" (exists, skipped)" if r.status == "skipped" else "")
                        + (f"  strength {r.strength:.2f}" if r.strength is not None else "")
                        + (f"  burst {r.group}" if r.group else ""))
 

@@ -229,7 +229,9 @@ def box(x: torch.Tensor, r: int) -> torch.Tensor:
     return F.avg_pool2d(x, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
 
 
-def guided_coefficients(guide: torch.Tensor, src: torch.Tensor, r: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+def guided_coefficients(
+    guide: torch.Tensor, src: torch.Tensor, r: int, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean linear coefficients (a, b) of the guided filter of ``src`` by ``guide`` (He et al.)."""
     r = max(1, min(r, (min(guide.shape[-2:]) - 1) // 2))
     mI, mp = box(guide, r), box(src, r)

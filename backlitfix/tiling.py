@@ -165,7 +165,9 @@ def tile_output(net: EnhanceNet, get_input: Callable, H: int, W: int, t, pooled:
     return F.relu(r.t)
 
 
-def exact_L(net: EnhanceNet, get_input: Callable, H: int, W: int, tile: int = 512) -> Iterator[tuple[tuple, torch.Tensor]]:
+def exact_L(
+    net: EnhanceNet, get_input: Callable, H: int, W: int, tile: int = 512
+) -> Iterator[tuple[tuple, torch.Tensor]]:
     """Yield (tile, L of that tile) for the whole image; equal to ``net(image)`` up to float rounding.
 
     ``get_input(y0, y1, x0, x1)`` returns the (1, 3, h, w) float input for that window, so the caller

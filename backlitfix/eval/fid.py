@@ -69,7 +69,9 @@ class Inception:
             net.load_state_dict(state, strict=True)
         except (RuntimeError, TypeError, AttributeError) as e:
             first = str(e).strip().splitlines()[0]
-            raise FidUnavailable(f"no FID: {weights} is not pytorch-fid's Inception ({first}); {WEIGHTS_HINT}") from None
+            raise FidUnavailable(
+                f"no FID: {weights} is not pytorch-fid's Inception ({first}); {WEIGHTS_HINT}"
+            ) from None
         self.device = torch.device(device)
         self.net = net.to(self.device)
 

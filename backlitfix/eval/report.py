@@ -235,13 +235,16 @@ def settings_of(cfg, info, enhancer) -> list[tuple[str, str]]:
         model += f" ({info.method})"
     if cfg.mode == "fast":
         mode = f"fast: network at {cfg.fast.working_megapixels:g} MP, guided upsampling to full size"
-        prec = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(enhancer.dtype, str(enhancer.dtype))
+        names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+        prec = names.get(enhancer.dtype, str(enhancer.dtype))
         if cfg.precision == "auto":
             prec += " (auto)"
     else:
         mode = f"exact: full-resolution {cfg.exact.tile} px tiles"
         prec = "fp32 (exact mode)"
-    fmt = cfg.output.format + (f", JPEG quality {cfg.output.jpeg_quality}" if cfg.output.format in ("auto", "jpeg") else "")
+    fmt = cfg.output.format
+    if cfg.output.format in ("auto", "jpeg"):
+        fmt += f", JPEG quality {cfg.output.jpeg_quality}"
     rows = [
         ("Model", model),
         ("Mode", mode),
@@ -329,7 +332,8 @@ def _card(r, e: _Entry | None, folder: Path) -> str:
                      f"Strength <b>{strength:.2f}</b>" + (" · left alone" if strength < LEFT_ALONE else "") + "</li>")
     group = getattr(r, "group", None)
     if group and r.status == "done":
-        facts.append(f'<li class="burst" title="Frames of one burst share the strength of its first">Burst <b>{_text(group)}</b></li>')
+        facts.append('<li class="burst" title="Frames of one burst share the strength of its first">'
+                     f'Burst <b>{_text(group)}</b></li>')
     if e and e.gain and r.status == "done":
         s = 1.0 if strength is None else strength
         facts.append(f'<li title="Brightening from the illumination map: median, and 99th percentile">'
@@ -349,7 +353,8 @@ def _card(r, e: _Entry | None, folder: Path) -> str:
         + (" data-alone" if _left_alone(r) else "") + ">",
         _figure(e, name),
         '<div class="info">',
-        f'<div class="head"><h3 title="{_text(src)}">{title}</h3><span class="status {r.status}">{r.status}</span></div>',
+        f'<div class="head"><h3 title="{_text(src)}">{title}</h3>'
+        f'<span class="status {r.status}">{r.status}</span></div>',
         f'<div class="where">{_text(src.parent)}</div>',
     ]
     if r.status == "failed":
@@ -403,11 +408,13 @@ def _page(folder: Path, rows, errors: Sequence[PhotoError], settings, seconds: f
          f"next to {REPORT_NAME} when you move or copy the report.</p>"),
     ]
     if n_failed:
-        items = [f'<li><a href="#p-{e.index:04d}">{_text(Path(r.input).name)}</a>: <span class="r">{_text(r.reason)}</span></li>'
+        items = [f'<li><a href="#p-{e.index:04d}">{_text(Path(r.input).name)}</a>: '
+                 f'<span class="r">{_text(r.reason)}</span></li>'
                  if e else f'<li>{_text(Path(r.input).name)}: <span class="r">{_text(r.reason)}</span></li>'
                  for r, e in failed]
         items += [f'<li>{_text(err.path)}: <span class="r">{_text(err.reason)}</span></li>' for err in errors]
-        body.append(f'<section class="alert" aria-label="Failed photos"><h2>{n_failed} failed</h2><ul>{"".join(items)}</ul></section>')
+        body.append(f'<section class="alert" aria-label="Failed photos"><h2>{n_failed} failed</h2>'
+                    f'<ul>{"".join(items)}</ul></section>')
     if shown:
         with_maps = any(e and "light" in e.files for _, e in shown)
         body.append(
@@ -422,7 +429,8 @@ def _page(folder: Path, rows, errors: Sequence[PhotoError], settings, seconds: f
                '<button type="button" class="chip" data-view="compare" aria-pressed="true">Before / after</button>'
                '<button type="button" class="chip" data-view="maps" aria-pressed="false">Illumination maps</button>'
                if with_maps else "")
-            + '<span class="hint">Drag the divider, or focus it and use <kbd>←</kbd> <kbd>→</kbd>; <kbd>M</kbd> toggles the map</span>'
+            + '<span class="hint">Drag the divider, or focus it and use <kbd>←</kbd> <kbd>→</kbd>; '
+            '<kbd>M</kbd> toggles the map</span>'
             "</nav>"
         )
         body.append('<main class="grid">' + "\n".join(_card(r, e, folder) for r, e in shown) + "</main>")

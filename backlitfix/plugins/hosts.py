@@ -97,8 +97,8 @@ def plan_install(host: str, *, platform: str | None = None, env: Mapping[str, st
                      f"(executable: {_which('backlitfix')})")]
     elif host == "gimp":
         base = d["appdata"] if win else (d["support"] if mac else d["config"])
-        add(Placement("gimp/backlitfix/backlitfix.py", base / "GIMP" / "3.0" / "plug-ins" / "backlitfix" / "backlitfix.py",
-                      executable=True))
+        plug_ins = base / "GIMP" / "3.0" / "plug-ins"
+        add(Placement("gimp/backlitfix/backlitfix.py", plug_ins / "backlitfix" / "backlitfix.py", executable=True))
         p.notes += ["restart GIMP; the filter is Filters > Light and Shadow > Fix Backlight (backlitfix)",
                     f"the dialog's 'backlitfix program' field takes this path: {_which('backlitfix')}"]
     elif host == "lightroom":
@@ -115,7 +115,8 @@ def plan_install(host: str, *, platform: str | None = None, env: Mapping[str, st
             actions = d["support"] / "Adobe" / "Lightroom" / "Export Actions"
             app = actions / "backlitfix.app"
             p.notes += ["macOS: make the droplet app Lightroom launches (External Editor and Export Actions):",
-                        "  " + shlex.join(["osacompile", "-o", str(app), str(own / "backlitfix-lightroom.applescript")]),
+                        "  " + shlex.join(["osacompile", "-o", str(app),
+                                           str(own / "backlitfix-lightroom.applescript")]),
                         "  External Editor: choose that app; TIFF, ProPhoto RGB or AdobeRGB, 16 bits/component",
                         "Lightroom Classic has no Linux version; on Linux the script serves other tools"
                         if not mac else "  Export dialog > Post-Processing > After Export: backlitfix"]
@@ -143,7 +144,8 @@ def plan_install(host: str, *, platform: str | None = None, env: Mapping[str, st
             cmd = shlex.quote(str(dest))
         p.notes += ["Preferences > General (5.9) or External Editor (5.10+) > custom command line:",
                     f"  {cmd}",
-                    "set the editor output folder to the image's folder: results are saved beside it as *_backlitfix.tif"]
+                    "set the editor output folder to the image's folder: "
+                    "results are saved beside it as *_backlitfix.tif"]
     return p
 
 

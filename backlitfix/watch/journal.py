@@ -242,7 +242,8 @@ class Journal:
         prefix = out_dir.rstrip(os.sep) + os.sep
         n = len(prefix)
         with self._lock:
-            rows = self._db.execute("SELECT path, output FROM files WHERE substr(output, 1, ?) = ?", (n, prefix)).fetchall()
+            rows = self._db.execute("SELECT path, output FROM files WHERE substr(output, 1, ?) = ?",
+                                    (n, prefix)).fetchall()
             gone = {r[0] for r in self._db.execute("SELECT output FROM released WHERE substr(output, 1, ?) = ?",
                                                    (n, prefix))}
         return gone | {output for path, output in rows if path not in inputs}
@@ -251,7 +252,8 @@ class Journal:
         """Rows of the inputs directly in ``folder``."""
         prefix = folder.rstrip(os.sep) + os.sep
         with self._lock:
-            rows = self._db.execute("SELECT * FROM files WHERE substr(path, 1, ?) = ? AND instr(substr(path, ?), ?) = 0",
+            rows = self._db.execute("SELECT * FROM files "
+                                    "WHERE substr(path, 1, ?) = ? AND instr(substr(path, ?), ?) = 0",
                                     (len(prefix), prefix, len(prefix) + 1, os.sep)).fetchall()
         return [Entry(**dict(r)) for r in rows]
 
@@ -271,7 +273,8 @@ class Journal:
         with self._tx() as db:
             for path, size, mtime_ns, digest, output in items:
                 db.execute(
-                    "INSERT INTO files (path, size, mtime_ns, hash, state, output, reason, attempts, seen_at, updated_at) "
+                    "INSERT INTO files "
+                    "(path, size, mtime_ns, hash, state, output, reason, attempts, seen_at, updated_at) "
                     "VALUES (?, ?, ?, ?, 'processing', ?, '', 1, ?, ?) "
                     "ON CONFLICT(path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, "
                     "hash = excluded.hash, state = 'processing', output = excluded.output, reason = '', "
