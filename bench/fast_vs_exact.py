@@ -453,7 +453,8 @@ def bench_model(model_path: Path, photos: list[Path], args, report: list[str]) -
             sum(per_photo[s]["exact_s"] for s in down) / sum(per_photo[s]["mp"] for s in down) if down else None
         )
 
-    report.append(f"\n## Model `{name}` — fast vs exact (tile 512, fp32), guide_radius {args.radius}, guide_eps {args.eps}\n")
+    report.append(f"\n## Model `{name}` — fast vs exact (tile 512, fp32), "
+                  f"guide_radius {args.radius}, guide_eps {args.eps}\n")
     report.append(
         "Aggregates over the photos that fast mode **downscales** at that working resolution (photos no larger "
         "than it run at native size and are listed separately). PSNR/max/p99.9 on the 8-bit outputs; "
@@ -504,7 +505,8 @@ def bench_model(model_path: Path, photos: list[Path], args, report: list[str]) -
         for s in per_photo:
             m = compare(data[s][f"out_bf16_{mp}"], data[s][f"out_fp32_{mp}"])
             ents.append(m)
-        prec_rows.append([f"{mp}", fmt_psnr(min(e["psnr"] for e in ents if e["psnr"]) if any(e["psnr"] for e in ents) else None),
+        worst_psnr = min(e["psnr"] for e in ents if e["psnr"]) if any(e["psnr"] for e in ents) else None
+        prec_rows.append([f"{mp}", fmt_psnr(worst_psnr),
                           f"{np.mean([e['psnr'] for e in ents if e['psnr']]):.2f}", max(e["max"] for e in ents),
                           max(e["p999"] for e in ents)])
     if prec_rows:
@@ -524,8 +526,8 @@ def bench_model(model_path: Path, photos: list[Path], args, report: list[str]) -
             h, w = working_size(H, W, mp)
             small = downscale(pixels, h, w)
             img = to_float(pixels)
-            L = upsample_L(SHIPPED_VARIANT, small, torch.from_numpy(data[s][f"L_fp32_{mp}"])[None, None], img, luminance(img),
-                           args.radius, args.eps)
+            L_small = torch.from_numpy(data[s][f"L_fp32_{mp}"])[None, None]
+            L = upsample_L(SHIPPED_VARIANT, small, L_small, img, luminance(img), args.radius, args.eps)
             q = quantise(img, L).numpy()
             d = np.abs(q.astype(np.int16) - data[s][f"out_fp32_{mp}"])
             chk_max, chk_n, chk_tot = max(chk_max, int(d.max())), chk_n + int((d > 0).sum()), chk_tot + d.size
@@ -566,7 +568,8 @@ def bench_model(model_path: Path, photos: list[Path], args, report: list[str]) -
         result["crops"][s] = {"file": str(f), "whole": str(fl), "y0": y0, "x0": x0, "size": size,
                               "psnr": per_photo[s]["fast"][crop_key]["psnr"]}
     report.append(f"\nCrops (worst {len(worst)} at {args.crop_mp} MP by PSNR): "
-                  + ", ".join(f"`{Path(v['file']).name}` at y={v['y0']}, x={v['x0']}" for v in result["crops"].values()))
+                  + ", ".join(f"`{Path(v['file']).name}` at y={v['y0']}, x={v['x0']}"
+                              for v in result["crops"].values()))
 
     shipped = (SHIPPED_VARIANT, args.radius, args.eps)
     configs = [shipped] + [c for c in map(parse_config, args.configs) if c != shipped]
@@ -651,8 +654,8 @@ def eval_configs(name, photos, per_photo, data, args, report, configs) -> dict:
     for c in configs:
         cells = []
         for lo, hi in zip(edges[:-1], edges[1:]):
-            ents = [e for key, table in out.items() if key.startswith("fp32") for e in table[clab(c)]["per_photo"].values()
-                    if lo <= e["factor"] < hi]
+            ents = [e for key, table in out.items() if key.startswith("fp32")
+                    for e in table[clab(c)]["per_photo"].values() if lo <= e["factor"] < hi]
             cells.append(f"{np.mean([e['psnr'] for e in ents]):.2f} / {max(e['max'] for e in ents)} / "
                          f"{np.mean([e['detail_ratio'] for e in ents]):.3f} ({len(ents)})" if ents else "-")
         rows.append([clab(c)] + cells)
@@ -808,7 +811,8 @@ def run_grid(name, photos, per_photo, data, args, report, worst) -> dict:
             del img, Y
         oracle[key] = {lab(c): aggregate(e, [], []) for c, e in oacc.items()}
     report.append(f"\n### Upsampling grid (model `{name}`, fp32 working-resolution L, all downscaled photos)\n")
-    report.append("Variants: " + "; ".join(f"`{k}` = {VARIANTS[k][2]}" for k in ["bilinear", *args.variants] if k in VARIANTS)
+    report.append("Variants: "
+                  + "; ".join(f"`{k}` = {VARIANTS[k][2]}" for k in ["bilinear", *args.variants] if k in VARIANTS)
                   + ". Radius in working px.\n")
     hdr = ["config", "mean PSNR", "worst PSNR", "worst max", "mean p99.9", "worst p99.9", "band MAE 0-2/2-8/8-32/>32"]
     fmt = lambda k, a: [k, f"{a['psnr_mean']:.2f}", f"{a['psnr_worst']:.2f}", a["max_worst"],  # noqa: E731
@@ -818,7 +822,8 @@ def run_grid(name, photos, per_photo, data, args, report, worst) -> dict:
         report.append(f"\n#### {key}: best setting of each variant ({n} photos)\n")
         report.append(md_table(hdr, [fmt(k, table[k]) for k in best_by_variant[key].values()]))
         report.append(f"\n{key}, upsampler alone (oracle: exact L downscaled to working size, then upsampled):\n")
-        report.append(md_table(hdr, [fmt(k, a) for k, a in sorted(oracle[key].items(), key=lambda kv: -kv[1]["psnr_mean"])]))
+        by_psnr = sorted(oracle[key].items(), key=lambda kv: -kv[1]["psnr_mean"])
+        report.append(md_table(hdr, [fmt(k, a) for k, a in by_psnr]))
     for key, table in results.items():
         report.append(f"\n#### {key}: full grid, sorted by mean PSNR\n")
         report.append(md_table(hdr, [fmt(k, a) for k, a in sorted(table.items(), key=lambda kv: -kv[1]["psnr_mean"])]))
@@ -847,7 +852,8 @@ def main(argv=None):
     ap.add_argument("--crops", type=int, default=4, help="halo crops for the N worst photos")
     ap.add_argument("--crop-mp", type=float, default=0.5, help="working resolution that ranks the worst photos")
     ap.add_argument("--crop-size", type=int, default=256)
-    ap.add_argument("--configs", nargs="+", default=["grey:1:1e-4", "detail:2:1e-3", "bounded:2:1e-3", "rgb:1:1e-4", "bilinear"],
+    ap.add_argument("--configs", nargs="+",
+                    default=["grey:1:1e-4", "detail:2:1e-3", "bounded:2:1e-3", "rgb:1:1e-4", "bilinear"],
                     help="upsampling configs VARIANT:RADIUS:EPS evaluated at every working resolution and shown in "
                          "the silhouette crops, besides the current one (grey:--radius:--eps)")
     ap.add_argument("--no-grid", dest="grid", action="store_false")

@@ -149,7 +149,8 @@ def main():
     scale_grad = avg("identity_rn101", "grad_norm") / avg("identity_vit", "grad_norm")
     summary = {
         "cpu_flags": cpu_flags(), "torch": torch.__version__, "batch": args.batch, "size": args.size,
-        "seeds": args.seeds, "weights": args.weights or "random", "network": net_name, "seconds": round(time.perf_counter() - t0, 1),
+        "seeds": args.seeds, "weights": args.weights or "random", "network": net_name,
+        "seconds": round(time.perf_counter() - t0, 1),
         "per_seed": runs,
         "ratios": {
             # weighted identity : weighted guidance, value and gradient norm, as the reference balances them

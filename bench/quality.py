@@ -105,7 +105,8 @@ def main(argv=None):
                                  "fast.working_megapixels": args.working_mp}, user_config=None)
         enhancers[name] = load_enhancer(cfg)[0]
 
-    results = {"mode": args.mode, "precision": args.precision, "working_mp": args.working_mp, "command": " ".join(sys.argv), "sets": {}}
+    results = {"mode": args.mode, "precision": args.precision, "working_mp": args.working_mp,
+               "command": " ".join(sys.argv), "sets": {}}
     how = f"mode `{args.mode}`, precision `{args.precision}`" + (
         f", working size {args.working_mp} MP" if args.working_mp else "")
     report = [f"# Quality of each method ({how} for models; mean over the photos)\n"]

@@ -105,7 +105,8 @@ def run_set(name: str, files: list[Path], work: Path) -> dict:
         sorted(names, key=lambda n: auto[n]["strength"])[:3]
     print(f"{line}\n         {target}: {'MET' if ok else 'NOT MET'}; "
           + ("largest changes: " if kind == "leave" else "lowest strengths: ")
-          + ", ".join(f"{n} ({auto[n]['change'] * 100:+.1f} %, s={auto[n]['strength']:.2f})" for n in worst), flush=True)
+          + ", ".join(f"{n} ({auto[n]['change'] * 100:+.1f} %, s={auto[n]['strength']:.2f})" for n in worst),
+          flush=True)
     return {"names": names, "auto": auto, "s1": s1, "ok": bool(ok), "ratio": float(ratio)}
 
 
@@ -127,8 +128,9 @@ def make_bursts(sources: list[Path], folder: Path, frames: int = 4) -> dict[str,
             centis = round(t * 100)
             sec = centis // 100
             exif = piexif.dump({"0th": {piexif.ImageIFD.Make: b"BenchCam", piexif.ImageIFD.Model: b"B1"},
-                                "Exif": {piexif.ExifIFD.DateTimeOriginal:
-                                         f"2026:06:01 {10 + sec // 3600:02d}:{sec // 60 % 60:02d}:{sec % 60:02d}".encode(),
+                                "Exif": {piexif.ExifIFD.DateTimeOriginal: (
+                                             f"2026:06:01 {10 + sec // 3600:02d}:{sec // 60 % 60:02d}:"
+                                             f"{sec % 60:02d}").encode(),
                                          piexif.ExifIFD.SubSecTimeOriginal: f"{centis % 100:02d}".encode()}})
             p = folder / f"burst{b:02d}_{i}_{src.stem}.jpg"
             Image.fromarray(frame).save(p, quality=92, exif=exif)
@@ -222,7 +224,8 @@ def bench_cost(work: Path, repeat: int) -> None:
     print(f"cost     24 MP photo (6000 x 4000 JPEG, -j 1, per-photo seconds, best of {repeat}): strength 1 {t1:.2f} s, "
           f"auto {ta:.2f} s (auto chose {strength:.2f}): {100 * (ta - t1) / t1:+.1f} % "
           f"(runs: 1 {[format(x, '.2f') for x in times['1']]}, auto {[format(x, '.2f') for x in times['auto']]}); "
-          f"the decision alone {dt * 1000:.1f} ms = {100 * dt / t1:.2f} % of the photo's time; target < 5 %", flush=True)
+          f"the decision alone {dt * 1000:.1f} ms = {100 * dt / t1:.2f} % of the photo's time; target < 5 %",
+          flush=True)
 
 
 def main() -> None:
@@ -233,8 +236,10 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2, help="runs of each case for the cost")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    cpu = sorted({w for line in open("/proc/cpuinfo") if line.startswith("flags") for w in line.split() if w.startswith("avx")})
-    print(f"bench/shoot.py: {os.cpu_count()} CPUs, flags {' '.join(cpu)}; load average {os.getloadavg()[0]:.1f}", flush=True)
+    cpu = sorted({w for line in open("/proc/cpuinfo") if line.startswith("flags")
+                  for w in line.split() if w.startswith("avx")})
+    print(f"bench/shoot.py: {os.cpu_count()} CPUs, flags {' '.join(cpu)}; load average {os.getloadavg()[0]:.1f}",
+          flush=True)
     with tempfile.TemporaryDirectory(prefix="backlitfix-shoot-") as tmp:
         work = Path(tmp)
         for name in args.sets:

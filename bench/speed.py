@@ -51,7 +51,8 @@ def make_photo(dest: Path, size: tuple[int, int]) -> Path:
         arr = np.stack([lum, lum * 0.95, lum * 0.9], -1) + np.random.default_rng(0).normal(0, 3, (h, w, 3))
         img = Image.fromarray(arr.clip(0, 255).astype(np.uint8))
     # Film-like grain so the JPEG costs what a real photo costs to decode and encode.
-    arr = np.asarray(img, dtype=np.int16) + np.random.default_rng(1).integers(-3, 4, (size[1], size[0], 1), dtype=np.int16)
+    grain = np.random.default_rng(1).integers(-3, 4, (size[1], size[0], 1), dtype=np.int16)
+    arr = np.asarray(img, dtype=np.int16) + grain
     Image.fromarray(arr.clip(0, 255).astype(np.uint8)).save(dest, quality=92)
     return dest
 
@@ -107,7 +108,8 @@ def run_case(case: str, src: Path, model: str, out_dir: Path) -> dict:
 def child(case: str, src: Path, model: str, out_dir: Path) -> dict:
     if case == "cli-fast":
         t = time.perf_counter()
-        cmd = [sys.executable, "-m", "backlitfix.cli", "run", "--model", model, "--device", os.environ.get("BENCH_DEVICE", "cpu"),
+        cmd = [sys.executable, "-m", "backlitfix.cli", "run", "--model", model,
+               "--device", os.environ.get("BENCH_DEVICE", "cpu"),
                "-o", str(out_dir / "cli"), "--overwrite", "--", str(src)]
         subprocess.run(cmd, check=True, capture_output=True)
         wall = time.perf_counter() - t
@@ -137,7 +139,8 @@ def main():
     with tempfile.TemporaryDirectory(dir=args.out) as tmp:
         tmp = Path(tmp)
         src = make_photo(tmp / "photo_24mp.jpg", SIZE_24MP)
-        cases = ["floor", "fast", "fast-1mp", "fast-fp32", "cli-fast", "reference-3mp"] + ([] if args.skip_exact else ["exact"])
+        cases = ["floor", "fast", "fast-1mp", "fast-fp32", "cli-fast", "reference-3mp"]
+        cases += [] if args.skip_exact else ["exact"]
         if args.cases:
             cases = ["floor"] + [c for c in args.cases if c != "floor"]
         results = {}

@@ -97,7 +97,8 @@ def main():
     rn = load_random("RN101", dev)
     r = torch.randn(vit.dim)
     n = max(args.batch * 2, 16)
-    images = ImageSet((torch.rand(n, 3, args.size, args.size) * 255).to(torch.uint8), [Path(f"{i}") for i in range(n)], [])
+    pixels = (torch.rand(n, 3, args.size, args.size) * 255).to(torch.uint8)
+    images = ImageSet(pixels, [Path(f"{i}") for i in range(n)], [])
     settings = TrainSettings(steps=10 ** 6, batch_size=args.batch, image_size=args.size, device=str(dev),
                              precision=args.precision, checkpoint_every=10 ** 9)
 

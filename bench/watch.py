@@ -302,7 +302,8 @@ def main():
             return
 
     print()
-    print(f"backlitfix watch, --mode fast, CPU, -j {args.jobs}, OMP_NUM_THREADS={env.get('OMP_NUM_THREADS', '(unset)')}, "
+    print(f"backlitfix watch, --mode fast, CPU, -j {args.jobs}, "
+          f"OMP_NUM_THREADS={env.get('OMP_NUM_THREADS', '(unset)')}, "
           f"quiet {args.quiet:g} s")
     rows = [
         ("latency: complete -> output, minus processing (mean / max)",
@@ -320,7 +321,8 @@ def main():
           f"end {rss['rss_end_mb']:.0f} MB")),
         (f"stop: SIGTERM during a burst of {stp['files']} -> exit",
          f"{stp['sigterm_to_exit_s']:.2f} s, {stp['completed_after_signal']} photo(s) completed after it"),
-        ("memory: peak RSS / slope", f"{rss['peak_rss_mb']:.0f} MB / {rss['slope_mb_per_1000_files']:+.1f} MB per 1000 files"),
+        ("memory: peak RSS / slope",
+         f"{rss['peak_rss_mb']:.0f} MB / {rss['slope_mb_per_1000_files']:+.1f} MB per 1000 files"),
     ]
     width = max(len(r[0]) for r in rows)
     for name, value in rows:

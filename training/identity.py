@@ -2,10 +2,10 @@
 
 L_id(Ĩ, I; α) = mean_batch Σ_l α_l · mean((R_l(P(Ĩ)) − R_l(P(I)))²), with α = (1,1,1,1,0.5) in guided phases and
 all ones in the warm-up. The reference *sums* over its batch of 8 while the guidance term is a batch mean, so
-its balance changes with the batch size (batch 2 would make the correction 4x stronger than batch 8). We
-average, and the weights in guidance.py carry the reference's batch of 8 (22.5 · 8), so batch 8 is the
-reference exactly and every other batch size keeps that balance. The reference takes R_l from a second CLIP, RN101 (stem, layer1..4); by default we
-take five blocks of the guidance model's own image tower instead, which saves a download and, because one
+its balance changes with the batch size (batch 2 would make the correction 4x stronger than batch 8). We average,
+and the weights in guidance.py carry the reference's batch of 8 (22.5 · 8), so batch 8 is the reference exactly and
+every other batch size keeps that balance. The reference takes R_l from a second CLIP, RN101 (stem, layer1..4); by
+default we take five blocks of the guidance model's own image tower instead, which saves a download and, because one
 forward then yields both the embedding and the maps, a whole second network per step. ``identity: RN101``
 in config restores the reference's choice.
 

@@ -10,8 +10,9 @@ is their weighted sum:
 
 Weights and the threshold (1.5) were set by hand, guided by a logistic fit, on ../shared/data (29 backlit
 and 40 well-lit photos mixed in one folder): 29 picked, 26 of them backlit (precision 0.90, recall 0.90);
-leave-one-out, the fitted weights gave about 0.84 / 0.93, a fairer guess for other libraries. Picking a well-lit photo costs more than
-missing a backlit one (it pulls v_bl towards v_wl), hence a threshold above the even-odds point.
+leave-one-out, the fitted weights gave about 0.84 / 0.93, a fairer guess for other libraries. Picking a well-lit
+photo costs more than missing a backlit one (it pulls v_bl towards v_wl), hence a threshold above the even-odds
+point.
 """
 from __future__ import annotations
 

@@ -63,8 +63,8 @@ def lift_gain(T: torch.Tensor, max_gain: float, knee: float, black: float = 0.0)
 
 @torch.no_grad()
 def illumination_target(
-    img: torch.Tensor, *, max_gain: float = 6.0, knee: float = 0.8, dilate: int = 3, radius: int = 12, eps: float = 1e-2,
-    black: float = 0.0,
+    img: torch.Tensor, *, max_gain: float = 6.0, knee: float = 0.8, dilate: int = 3, radius: int = 12,
+    eps: float = 1e-2, black: float = 0.0,
 ) -> torch.Tensor:
     """The L a zero-reference retinex correction would use: L = 1 / g(T), T the local illumination.
 
@@ -139,7 +139,8 @@ def illumination_smoothness(L: torch.Tensor, original: torch.Tensor, edge: float
     y = luma(original)
     wx = torch.exp(-edge * (y[..., :, 1:] - y[..., :, :-1]).abs())
     wy = torch.exp(-edge * (y[..., 1:, :] - y[..., :-1, :]).abs())
-    return (wx * (lL[..., :, 1:] - lL[..., :, :-1]).abs()).mean() + (wy * (lL[..., 1:, :] - lL[..., :-1, :]).abs()).mean()
+    return ((wx * (lL[..., :, 1:] - lL[..., :, :-1]).abs()).mean()
+            + (wy * (lL[..., 1:, :] - lL[..., :-1, :]).abs()).mean())
 
 
 def highlight_protection(L: torch.Tensor, original: torch.Tensor, ceiling: float = 0.97) -> torch.Tensor:

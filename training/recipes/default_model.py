@@ -145,7 +145,8 @@ class DefaultObjective:
             total = w["distill"] * parts["distill"] + w["no_darkening"] * zr.no_darkening(L)
         else:
             parts |= {
-                "exposure": zr.exposure(enhanced, r.exposure_level, original=original, black=r.target.get("black", 0.0)),
+                "exposure": zr.exposure(enhanced, r.exposure_level, original=original,
+                                        black=r.target.get("black", 0.0)),
                 "colour": zr.colour_constancy(enhanced, original),
                 "spatial": zr.spatial_consistency(enhanced, original),
                 "smooth": zr.illumination_smoothness(L, original),
@@ -197,7 +198,8 @@ def train(net, objective, batches, recipe: Recipe, log=print) -> list[dict]:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
-        rec = {"step": step, "loss": float(loss.detach()), "lr": lr, "L_mean": float(L.detach().mean()), "s": time.time() - t0} | parts
+        rec = {"step": step, "loss": float(loss.detach()), "lr": lr, "L_mean": float(L.detach().mean()),
+               "s": time.time() - t0} | parts
         history.append(rec)
         if step % 10 == 0 or step == recipe.steps - 1:
             log(json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in rec.items()}))
@@ -244,7 +246,8 @@ def main(argv=None) -> int:
     seconds = time.time() - t_start
 
     shared_data = args.shared / "data"
-    files = {k: [[str(p.relative_to(shared_data)), sha256(p)] for p in lists[k]] for k in (*TRAIN_GROUPS, "backlit_heldout")}
+    files = {k: [[str(p.relative_to(shared_data)), sha256(p)] for p in lists[k]]
+             for k in (*TRAIN_GROUPS, "backlit_heldout")}
     extra = {
         "recipe": "python -m training.recipes.default_model --out OUT" + (" --smoke" if args.smoke else ""),
         "settings": asdict(recipe),

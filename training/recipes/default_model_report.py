@@ -148,7 +148,8 @@ def main(argv=None) -> int:
                 pixels = (pixels // 257).astype(np.uint8)
             ours = cand.enhance(pixels)
             theirs = cached_output(base, args.out / "cache" / args.baseline.stem / set_name, p, pixels)
-            row = {"name": p.name, "input": {}, "ours": exposure_stats(pixels, ours), "baseline": exposure_stats(pixels, theirs)}
+            row = {"name": p.name, "input": {}, "ours": exposure_stats(pixels, ours),
+                   "baseline": exposure_stats(pixels, theirs)}
             row["input"] = exposure_stats(pixels, pixels)
             if niqe is not None:
                 for k, a in (("input", pixels), ("ours", ours), ("baseline", theirs)):
@@ -166,7 +167,8 @@ def main(argv=None) -> int:
             groups["trained_on"] = [r for r in rows if r["name"] not in held]
         for g, rs in groups.items():
             if rs:
-                report[f"{set_name}/{g}"] = {k: summarise(rs, k) for k in ("input", "ours", "baseline")} | {"n": len(rs)}
+                report[f"{set_name}/{g}"] = ({k: summarise(rs, k) for k in ("input", "ours", "baseline")}
+                                             | {"n": len(rs)})
         for j in range(0, len(sheet_rows), 5):
             sheet(sheet_rows[j : j + 5], [f"input | {args.model.stem} | {args.baseline.stem}"],
                   args.out / f"sheet_{set_name}_{j // 5}.png")
