@@ -73,7 +73,8 @@ def _load_in_subprocess(env_extra: dict, tmp_path) -> tuple[subprocess.Completed
             "try:\n    load_clip('ViT-B-32', 'openai')\nexcept ClipUnavailable as e:\n"
             "    print(f'{time.time() - t:.2f}'); print(e); sys.exit(3)\n")
     t = time.time()
-    proc = subprocess.run([sys.executable, "-c", code], check=False, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], check=False, env=env, capture_output=True, text=True,
+                          timeout=120)
     return proc, time.time() - t
 
 

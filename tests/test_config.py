@@ -167,7 +167,8 @@ def test_unknown_key_in_user_config_names_that_file(tmp_path):
 
 
 def test_unknown_override_key():
-    with pytest.raises(ConfigError, match=r"unknown key output\.fromat on the command line; did you mean output\.format"):
+    with pytest.raises(ConfigError,
+                       match=r"unknown key output\.fromat on the command line; did you mean output\.format"):
         load_config(overrides={"output.fromat": "png"}, user_config=None)
 
 

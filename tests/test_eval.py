@@ -474,7 +474,8 @@ def test_cli_lpips_from_config_in_a_real_process_without_network(folders, tmp_pa
     isolate = ["unshare", "-rn"] if shutil.which("unshare") and subprocess.run(
         ["unshare", "-rn", "true"], capture_output=True, check=False).returncode == 0 else []
     p = subprocess.run([*isolate, sys.executable, "-m", "backlitfix.cli", "eval", "--gt", str(gt), "--suffix", "_fixed",
-                        "--config", str(conf), "--json", "--", str(res)], capture_output=True, text=True, env=env, check=False)
+                        "--config", str(conf), "--json", "--", str(res)],
+                       capture_output=True, text=True, env=env, check=False)
     assert p.returncode == 0, p.stderr
     doc = json.loads(p.stdout)
     assert "lpips" in doc["columns"] and all(i["lpips"] > 0 for i in doc["images"])

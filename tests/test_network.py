@@ -122,7 +122,8 @@ def test_zero_padded_model_runs_with_zero_padding(tmp_path):
 def test_unknown_formats_are_rejected_with_a_clear_error(tmp_path):
     bad = tmp_path / "text.pth"
     bad.write_text("not a checkpoint")
-    with pytest.raises(CheckpointError, match=r"text.pth: not a PyTorch checkpoint of tensors \(unreadable pickle data\)"):
+    with pytest.raises(CheckpointError,
+                       match=r"text.pth: not a PyTorch checkpoint of tensors \(unreadable pickle data\)"):
         load_checkpoint(bad)
     other = tmp_path / "other.pth"
     torch.save({"module.fc.weight": torch.zeros(3, 3)}, other)

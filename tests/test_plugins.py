@@ -190,7 +190,8 @@ def test_real_install_into_a_temporary_home(tmp_path):
 
     other = tmp_path / "other"
     cli("plugins", "install", "digikam", env={**env, "HOME": str(other)})
-    assert (other / ".local/share/backlitfix/plugins/digikam/backlitfix-bqm.sh").read_text() != text  # random per install
+    # random per install
+    assert (other / ".local/share/backlitfix/plugins/digikam/backlitfix-bqm.sh").read_text() != text
 
 
 def test_double_dash_reaches_run(tmp_path, monkeypatch):
@@ -407,7 +408,8 @@ def test_art_user_command_runs_the_way_art_runs_it(tmp_path):
 def test_beside_script_with_files_from_several_folders(tmp_path):
     """Each file is run with its own folder as --output (a `backlitfix` that records its argv)."""
     log = tmp_path / "argv.log"
-    rec = executable(tmp_path / "bin" / "backlitfix", f'printf "[%s]" "$@" >> {shlex.quote(str(log))}; echo >> {shlex.quote(str(log))}\n')
+    rec = executable(tmp_path / "bin" / "backlitfix",
+                     f'printf "[%s]" "$@" >> {shlex.quote(str(log))}; echo >> {shlex.quote(str(log))}\n')
     a, b = tmp_path / "a $(touch PWNED)" / "-x.jpg", tmp_path / "b\nc" / "y 'z'.jpg"
     env = clean_env(tmp_path, BACKLITFIX=str(rec), BACKLITFIX_STRENGTH="0.5")
     script = REPO / "plugins" / "common" / "backlitfix-beside.sh"

@@ -199,7 +199,8 @@ def test_rerun_lists_skipped_photos_and_drops_stale_thumbnails(shoot):
 
 def test_dry_run_writes_no_report(shoot):
     r = cli("run", "--model", model(), "--report", "--dry-run", "--strength", "1", str(shoot))
-    assert r.exit_code == 0, r.output  # a fixed strength: a dry run decodes nothing, so the corrupt file is only planned
+    # a fixed strength: a dry run decodes nothing, so the corrupt file is only planned
+    assert r.exit_code == 0, r.output
     assert "no report" in r.stderr
     assert not (shoot / "backlitfix").exists()
 
@@ -207,7 +208,8 @@ def test_dry_run_writes_no_report(shoot):
 def test_report_folder():
     job = lambda out: Job(Path("in.jpg"), Path(out), "jpeg", "jpeg")
     assert report_folder([job("a/backlitfix/x.jpg")], Path("out")) == Path("out")
-    assert report_folder([job("a/backlitfix/sub/deeper/x.jpg"), job("a/backlitfix/y.jpg")], None) == Path("a/backlitfix")
+    nested = [job("a/backlitfix/sub/deeper/x.jpg"), job("a/backlitfix/y.jpg")]
+    assert report_folder(nested, None) == Path("a/backlitfix")
     assert report_folder([job("elsewhere/x.jpg")], None) == Path("elsewhere")
     assert report_folder([], None) is None
 
@@ -269,7 +271,8 @@ def test_report_shows_strength_burst_and_filters_left_alone_in_chromium(tmp_path
 document.querySelector('button[data-show="alone"]').click();
 var shown = Array.prototype.filter.call(document.querySelectorAll('.card'),
   function (c) { return getComputedStyle(c).display !== 'none'; });
-document.body.setAttribute('data-visible', shown.map(function (c) { return c.querySelector('h3').textContent; }).join('|'));
+document.body.setAttribute('data-visible',
+  shown.map(function (c) { return c.querySelector('h3').textContent; }).join('|'));
 document.querySelector('button[data-show="all"]').click();
 document.body.setAttribute('data-all', Array.prototype.filter.call(document.querySelectorAll('.card'),
   function (c) { return getComputedStyle(c).display !== 'none'; }).length);

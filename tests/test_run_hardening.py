@@ -176,8 +176,10 @@ def test_stale_temporary_files_of_a_killed_run_are_removed_live_ones_stay(shoot,
     stranger = out / ".holiday.jpg.abcdefgh.tmp"  # our pattern, but no photo of this run writes it
     for f in (stale, live, stranger):
         f.write_bytes(b"half a jpeg")
-    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); "
-                               "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)", str(live)],
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); "
+                               "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)",
+                               str(live)],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"

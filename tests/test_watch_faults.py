@@ -285,6 +285,7 @@ def test_the_stop_summary_counts_are_the_journals(tmp_path, inbox, watcher, env)
     w.wait(lambda: w.log().count("error: ") == 3 and len(done_lines(w.log())) == 1, 60, "the retries")
     log = w.stop()
     line = next(x for x in log.splitlines() if x.startswith("backlitfix: stopped: "))
-    m = re.search(r"stopped: (\d+) done, (\d+) kept existing, (\d+) failed in .*journal: (\d+) done, (\d+) failed", line)
+    m = re.search(r"stopped: (\d+) done, (\d+) kept existing, (\d+) failed in .*"
+                  r"journal: (\d+) done, (\d+) failed", line)
     assert m, line
     assert tuple(map(int, m.groups())) == (1, 0, 1, 1, 1), line
