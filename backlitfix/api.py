@@ -65,10 +65,12 @@ class Enhancer:
         """Correct one image; the input is never changed.
 
         ``image``: a PIL image (RGB, RGBA, L, LA, P, CMYK; 8 bits a channel) or an H x W x 3 (or x 4, the
-        last channel alpha) uint8 or uint16 array. The result has the input's type, size and depth; alpha
-        is kept as it was, only the colour is corrected. A PIL image is first turned upright by its EXIF
-        Orientation (``ImageOps.exif_transpose``), as ``run`` turns every photo, so an image straight from
-        ``Image.open`` gives what ``run`` writes; the result carries the input's ICC profile in ``info``.
+        last channel alpha) uint8 or uint16 array. An array comes back with its dtype and shape; a PIL
+        image as RGB, or RGBA when it has transparency (converted to RGB as ``run`` converts a file: a
+        CMYK or greyscale ICC profile through sRGB). Alpha is kept as it was; only the colour is corrected.
+        A PIL image is first turned upright by its EXIF Orientation (``ImageOps.exif_transpose``), as
+        ``run`` turns every photo, so an image straight from ``Image.open`` gives what ``run`` writes; the
+        result carries the ICC profile that describes its pixels in ``info``.
         16-bit work goes through arrays (a PIL image cannot hold 16-bit RGB).
 
         ``strength``: 0 (unchanged) .. 2, or "auto" (decided per image, as ``run`` decides it);
@@ -99,24 +101,24 @@ class Enhancer:
         return out, s
 
     def _pil(self, im, strength: Strength):
-        import numpy as np
         from PIL import Image, ImageOps
 
-        im = ImageOps.exif_transpose(im)  # a copy when it turns; None never (no in_place)
+        from .io.decode import _pixels
+
+        im = ImageOps.exif_transpose(im)  # a new, loaded image: the caller's is left alone
+        im.tile = []  # decoded already: _pixels' raw 16-bit file paths do not apply
         if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
             raise ValueError(f"PIL mode {im.mode!r} (over 8 bits a channel): pass a uint16 numpy array instead")
-        alpha = None
-        if im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info:
-            rgba = im.convert("RGBA")
-            alpha, rgb = rgba.getchannel("A"), rgba.convert("RGB")
-        else:
-            rgb = im if im.mode == "RGB" else im.convert("RGB")
-        out, s = self._correct(np.asarray(rgb), strength)
+        # run's own conversion to RGB: alpha apart, greyscale and CMYK through their ICC profile to sRGB
+        pixels, alpha, icc, notes = _pixels(im, None, "image")
+        for note in notes:
+            warnings.warn(note, UserWarning, stacklevel=3)
+        out, s = self._correct(pixels, strength)
         result = Image.fromarray(out, "RGB")
         if alpha is not None:
-            result.putalpha(alpha)
-        if icc := im.info.get("icc_profile"):
-            result.info["icc_profile"] = icc  # the pixels are still in the input's colour space
+            result.putalpha(Image.fromarray(alpha, "L"))
+        if icc:
+            result.info["icc_profile"] = icc  # the profile that describes the corrected pixels
         return result, s
 
     def _correct(self, pixels, strength: Strength):

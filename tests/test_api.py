@@ -155,6 +155,31 @@ def test_icc_profile_and_greyscale(enh):
     assert out.mode == "RGB" and out.size == grey.size
 
 
+def test_pil_modes_convert_as_runs_decoder_does(enh, tmp_path):
+    """CMYK and a palette PNG with a transparent colour: the PIL image gives what the array that run's
+    decoder makes of the same file gives (and the array path is run's, above)."""
+    rng = np.random.default_rng(2)
+    cmyk = Image.fromarray(rng.integers(0, 256, (40, 56, 4), dtype=np.uint8), "CMYK")
+    cmyk.save(tmp_path / "cmyk.jpg", quality=95)
+    pal = Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).quantize(16)
+    pal.save(tmp_path / "pal.png", transparency=3)
+    for name in ("cmyk.jpg", "pal.png"):
+        photo = decode(tmp_path / name, max_pixels=MAX_PIXELS)
+        with Image.open(tmp_path / name) as im:
+            if name == "cmyk.jpg":
+                with pytest.warns(UserWarning, match="CMYK"):
+                    result = enh.enhance(im, strength=0.7)
+            else:
+                result = enh.enhance(im, strength=0.7)
+        expected = enh.enhance(photo.pixels, strength=0.7)
+        np.testing.assert_array_equal(np.asarray(result)[..., :3], expected)
+        if photo.alpha is None:
+            assert result.mode == "RGB"
+        else:
+            assert result.mode == "RGBA" and (photo.alpha == 0).any()
+            np.testing.assert_array_equal(np.asarray(result)[..., 3], photo.alpha)
+
+
 def test_bad_input_is_a_clear_error(enh):
     with pytest.raises(ValueError, match="uint8 or uint16"):
         enh.enhance(np.zeros((8, 8, 3), np.float32))
