@@ -244,7 +244,7 @@ def load_plugin(monkeypatch):
         get_pdb=lambda: types.SimpleNamespace(
             lookup_procedure=lambda n: TiffExport() if n == "file-tiff-export" else None),
         file_load_layer=file_load_layer, progress_init=lambda *a: None, displays_flush=lambda: None)
-    Gegl = types.SimpleNamespace(Rectangle=Rectangle, AbyssPolicy=Enum("CLAMP"))
+    Gegl = types.SimpleNamespace(Rectangle=Rectangle, AbyssPolicy=Enum("CLAMP"), init=lambda argv: None)
     repo = types.SimpleNamespace(Gimp=Gimp, Gegl=Gegl,
                                  GimpUi=types.SimpleNamespace(init=lambda n: None, ProcedureDialog=Dialog),
                                  Gio=types.SimpleNamespace(File=GFile), GLib=types.SimpleNamespace(Error=StubError),

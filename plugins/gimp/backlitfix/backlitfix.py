@@ -149,6 +149,7 @@ def fix_in_process(api, image, drawable, model, strength):
         enhancer = api.load(model or None, strength=strength)
     except api.BacklitfixError as e:
         raise BacklitfixError(f"backlitfix: {e}") from None
+    Gegl.init(None)  # libgimp has normally done it already; a second call does nothing
     w, h = drawable.get_width(), drawable.get_height()
     data, channels = read_pixels(drawable)
     pixels = np.frombuffer(data, dtype=np.uint16).reshape(h, w, channels)
