@@ -78,6 +78,7 @@ def _load_in_subprocess(env_extra: dict, tmp_path) -> tuple[subprocess.Completed
     return proc, time.time() - t
 
 
+@pytest.mark.slow  # a real process that waits on a network timeout
 def test_offline_fails_within_seconds_with_instructions(tmp_path):
     proc, _ = _load_in_subprocess({"HF_HUB_OFFLINE": "1"}, tmp_path)
     assert proc.returncode == 3, proc.stderr
@@ -87,6 +88,7 @@ def test_offline_fails_within_seconds_with_instructions(tmp_path):
     assert "training.clip_pretrained" in message and "timm/vit_base_patch32_clip_224.openai" in message
 
 
+@pytest.mark.slow  # a real process that waits on a network timeout
 def test_unreachable_hub_fails_within_seconds(tmp_path):
     # The hub endpoint is a closed port on loopback: no traffic leaves the machine.
     proc, _ = _load_in_subprocess({"HF_ENDPOINT": f"http://127.0.0.1:{_closed_port()}"}, tmp_path)
@@ -256,6 +258,7 @@ class _Proxy:
         self.server.server_close()
 
 
+@pytest.mark.slow  # a real process that waits on a network timeout
 def test_hub_probe_goes_through_the_proxy(tmp_path):
     """Behind a proxy the hub itself cannot be reached directly (here: a closed port), but the download would
     go through the proxy: the probe must not call that "unreachable"; the download's own error speaks."""

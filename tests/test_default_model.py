@@ -74,6 +74,7 @@ def luma(a: np.ndarray) -> np.ndarray:
     return (a.astype(np.float64) / 255.0) @ LUMA
 
 
+@pytest.mark.slow  # real photos at full size
 @pytest.mark.parametrize("name", ["ovd0312_32.jpg", "110_51093502029_o.jpg"])
 def test_run_without_model_lifts_dark_regions_without_clipping(tmp_path, name):
     src = shared_path("data", "backlit", name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -56,6 +57,7 @@ def test_fast_mode_is_exact_when_the_photo_is_no_larger_than_the_working_size():
     assert np.abs(out.astype(int) - ref).max() <= 1
 
 
+@pytest.mark.slow  # an exact-mode reference
 def test_fast_mode_at_a_lower_working_resolution_stays_close_to_exact():
     n, px = net(), golden_pixels("110_51093502029_o_1152x864.png")
     exact = Enhancer(n, mode="exact", tile=512).enhance(px)

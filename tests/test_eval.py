@@ -459,6 +459,7 @@ def test_cli_size_mismatch_and_missing_match_name_the_files(folders):
     assert scored["ovd0312_32_fixed.png"]["psnr"] is None and scored["ovd0312_32_fixed.png"]["niqe"] is not None
 
 
+@pytest.mark.slow  # a real process
 def test_cli_lpips_from_config_in_a_real_process_without_network(folders, tmp_path):
     """`backlitfix eval` in its own process: LPIPS from the config's backbone file, FID absent with its
     reason. Where Linux lets us, the process runs in a network namespace without any network."""

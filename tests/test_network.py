@@ -61,6 +61,7 @@ def test_parameter_count():
     assert sum(p.numel() for p in EnhanceNet().parameters()) == N_PARAMETERS == golden()["parameters"]
 
 
+@pytest.mark.slow  # full-size reference images through every checkpoint: 10-70 s each
 @pytest.mark.parametrize("ckpt", CHECKPOINTS)
 def test_official_checkpoint_matches_reference_single_pass(ckpt):
     g = golden()
@@ -72,6 +73,7 @@ def test_official_checkpoint_matches_reference_single_pass(ckpt):
         check_against_golden(L, x, g["results"][name][ckpt], np.array(meta["coords"]))
 
 
+@pytest.mark.slow  # full-size reference images through every checkpoint: 10-70 s each
 @pytest.mark.parametrize("ckpt,tile", [("rave_unpaired", 256), ("clip_lit_original", 150), ("rave_paired", 300)])
 def test_exact_tiling_matches_reference(ckpt, tile):
     """Tiles smaller than every golden input, some not dividing it, meet the single-pass tolerances."""

@@ -207,6 +207,7 @@ def test_double_dash_reaches_run(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------- the wheel
 
+@pytest.mark.slow  # builds and installs a wheel
 def test_wheel_carries_the_plugins_and_installs_from_them(tmp_path):
     """Build a wheel from a copy of the project, install it elsewhere, install a plugin from it."""
     src = tmp_path / "src"
@@ -245,6 +246,7 @@ def test_wheel_carries_the_plugins_and_installs_from_them(tmp_path):
 
 # ------------------------------------------------------------------------- Lightroom
 
+@pytest.mark.slow  # the host's script runs the real program
 def test_lightroom_action_corrects_in_place_with_hostile_names(tmp_path):
     """Lightroom launches the action with the files as arguments (no shell); the script hands them
     to backlitfix-lightroom, which replaces each file with its correction."""
@@ -321,6 +323,7 @@ def test_digikam_user_script_hands_over_hostile_names_intact(tmp_path, name):
     no_pwned(tmp_path)
 
 
+@pytest.mark.slow  # the host's script runs the real program
 def test_digikam_user_script_corrects_for_real(tmp_path):
     bf, _ = wrappers(tmp_path / "bin")
     script = bqm_script(tmp_path, f" --model {shlex.quote(model())}")

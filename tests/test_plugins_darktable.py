@@ -25,8 +25,10 @@ from backlitfix.io.decode import decode
 from backlitfix.plugins import install
 from conftest import REPO, shared_path
 
-pytestmark = pytest.mark.skipif(shutil.which("darktable-cli") is None,
-                                reason="needs darktable-cli (apt install darktable)")
+pytestmark = [
+    pytest.mark.skipif(shutil.which("darktable-cli") is None, reason="needs darktable-cli (apt install darktable)"),
+    pytest.mark.slow,  # the real darktable
+]
 
 RAW = ("data", "raw", "canon_eos_6d.dng")
 # Strings a shell would act on; each must reach the command unchanged.

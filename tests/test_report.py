@@ -92,6 +92,7 @@ def thumb_for(page_html: str, folder: Path, alt: str) -> Image.Image:
     return Image.open(folder / os.fsdecode(unquote_to_bytes(src)))
 
 
+@pytest.mark.slow  # a real chromium
 def test_run_report_end_to_end_in_chromium(shoot, tmp_path):
     r = cli("run", "--model", model(), "--report", "--json", "--strength", "1", str(shoot))  # a map for every photo
     assert r.exit_code == 1, r.output  # the corrupt file fails; the batch goes on
@@ -179,6 +180,7 @@ def test_run_report_end_to_end_in_chromium(shoot, tmp_path):
     assert report_bytes < 6 * 3 * THUMB_KB * 1024 and page.stat().st_size < 200 * 1024
 
 
+@pytest.mark.slow  # two whole runs
 def test_rerun_lists_skipped_photos_and_drops_stale_thumbnails(shoot):
     for p in list(shoot.iterdir()):
         if p.name not in (HOSTILE[0], HOSTILE[2]):
@@ -245,6 +247,7 @@ def test_enhancer_hands_back_a_small_illumination_map():
     assert got == []  # strength 0 computes no L
 
 
+@pytest.mark.slow  # a real chromium
 def test_report_shows_strength_burst_and_filters_left_alone_in_chromium(tmp_path):
     """Auto strength (issue 12): each card says the strength applied and its burst, and the "Left alone"
     chip shows only the photos whose light needed nothing, in real Chromium."""

@@ -64,6 +64,7 @@ def shoot(tmp_path) -> Path:
     return d
 
 
+@pytest.mark.slow  # whole runs over real photos
 def test_run_corrects_a_shoot_and_never_touches_originals(shoot):
     before = tree_hashes(shoot)
     # --strength 1: the correction itself (auto strength is tested in test_run_auto.py)
@@ -80,6 +81,7 @@ def test_run_corrects_a_shoot_and_never_touches_originals(shoot):
     assert {k: v for k, v in after.items() if not k.startswith("backlitfix/")} == before
 
 
+@pytest.mark.slow  # whole runs over real photos
 def test_second_run_skips_existing_outputs_and_overwrite_replaces_them(shoot):
     assert cli("run", "--model", model(), str(shoot)).exit_code == 0
     out = shoot / "backlitfix" / SMALL[0]
@@ -119,6 +121,7 @@ def test_options_output_suffix_format_and_exact_mode(shoot, tmp_path):
     assert Image.open(res).format == "PNG"
 
 
+@pytest.mark.slow  # whole runs over real photos
 def test_recursive_keeps_structure(shoot):
     sub = shoot / "day2"
     sub.mkdir()
@@ -141,6 +144,7 @@ def tmpfs(path: Path, options: str):
         subprocess.run(["umount", str(path)], check=True)
 
 
+@pytest.mark.slow  # whole runs over real photos
 def test_bad_inputs_each_get_one_line_and_the_batch_goes_on(tmp_path):
     d = tmp_path / "in"
     d.mkdir()
@@ -229,6 +233,7 @@ def test_a_build_without_an_embedded_model_says_so(shoot, monkeypatch):
     assert r.exit_code == 2 and "no default model is embedded" in r.stderr
 
 
+@pytest.mark.slow  # whole runs over real photos
 def test_raw_gives_16_bit_tiff_with_sidecar_and_camera_exif(tmp_path):
     import piexif
     import tifffile
@@ -248,6 +253,7 @@ def test_raw_gives_16_bit_tiff_with_sidecar_and_camera_exif(tmp_path):
     assert exif["0th"][piexif.ImageIFD.Model].rstrip(b"\0") == b"Canon EOS 6D"
 
 
+@pytest.mark.slow  # a real process
 def test_console_script_with_hostile_names_in_a_real_process(tmp_path):
     """The installed entry point, argument lists only: names reach backlitfix intact, no shell runs."""
     d = tmp_path / "in"

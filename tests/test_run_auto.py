@@ -18,6 +18,8 @@ from backlitfix.discover import plan
 from backlitfix.pipeline import Pipeline, load_enhancer
 from conftest import shared_path
 
+pytestmark = pytest.mark.slow  # whole auto-strength runs over real bursts
+
 
 def cli(*args: str):
     return CliRunner().invoke(main, list(args), env={"XDG_CONFIG_HOME": "/nonexistent"}, catch_exceptions=False)

@@ -120,6 +120,7 @@ def test_a_photos_time_is_its_own_not_its_wait_in_the_queue(tmp_path):
 # -- the CLI in real processes ---------------------------------------------------------------------
 
 
+@pytest.mark.slow  # the real program in a subprocess
 def test_a_second_run_into_the_input_folder_skips_its_own_outputs(shoot):
     """`run s -o s --suffix _fixed` twice: the second run used to correct its outputs (*_fixed_fixed)."""
     args = ["run", "--model", model(), "--json", "-o", shoot, "--suffix", "_fixed", shoot]
@@ -155,6 +156,7 @@ def read_only(tmp_path):
     subprocess.run(["umount", str(ro)], check=True)
 
 
+@pytest.mark.slow  # the real program in a subprocess
 def test_an_unwritable_output_folder_is_one_line_before_any_work(shoot, tmp_path, read_only):
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
@@ -168,6 +170,7 @@ def test_an_unwritable_output_folder_is_one_line_before_any_work(shoot, tmp_path
             assert not r.stdout
 
 
+@pytest.mark.slow  # the real program in a subprocess
 def test_stale_temporary_files_of_a_killed_run_are_removed_live_ones_stay(shoot, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -192,6 +195,7 @@ def test_stale_temporary_files_of_a_killed_run_are_removed_live_ones_stay(shoot,
         holder.wait()
 
 
+@pytest.mark.slow  # the real program in a subprocess
 def test_a_255_byte_file_name_is_corrected(shoot, tmp_path):
     name = "é" * 60 + "x" * (255 - 120 - 4) + ".jpg"
     assert len(name.encode()) == 255
@@ -202,6 +206,7 @@ def test_a_255_byte_file_name_is_corrected(shoot, tmp_path):
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow  # the real program in a subprocess
 def test_a_closed_stderr_still_processes(shoot, tmp_path):
     out = tmp_path / "out"
     r = subprocess.run(["bash", "-c", 'exec "$0" "$@" 2>&-', exe(), "run", "--model", model(), "-o", str(out),
@@ -211,6 +216,7 @@ def test_a_closed_stderr_still_processes(shoot, tmp_path):
         Image.open(out / n).load()  # complete JPEGs, nothing meant for stderr written into them
 
 
+@pytest.mark.slow  # the real program in a subprocess
 def test_json_summary_to_a_full_disk_is_one_line(shoot, tmp_path):
     with open("/dev/full", "w") as full:
         r = subprocess.run([exe(), "run", "--model", model(), "--json", "-o", str(tmp_path / "out"), str(shoot)],
@@ -222,6 +228,7 @@ def test_json_summary_to_a_full_disk_is_one_line(shoot, tmp_path):
     assert all((tmp_path / "out" / n).is_file() for n in SMALL)  # the photos themselves were done
 
 
+@pytest.mark.slow  # the real program in a subprocess
 def test_ctrl_c_prints_the_summary_exits_130_and_keeps_only_done_thumbnails(shoot, tmp_path):
     for k in range(24):
         shutil.copy(shoot / SMALL[k % 3], shoot / f"copy{k:02d}.jpg")
@@ -246,6 +253,7 @@ def test_ctrl_c_prints_the_summary_exits_130_and_keeps_only_done_thumbnails(shoo
     assert not [q for q in out.rglob("*.tmp")]
 
 
+@pytest.mark.slow  # the real program in a subprocess
 def test_names_in_messages_are_escaped_one_line_each(tmp_path):
     d = tmp_path / "in"
     d.mkdir()
@@ -259,6 +267,7 @@ def test_names_in_messages_are_escaped_one_line_each(tmp_path):
     assert "\x1b" not in r.stderr
 
 
+@pytest.mark.slow  # the real program in a subprocess
 def test_dry_run_loads_and_checks_the_model(shoot, tmp_path):
     import torch
 
@@ -272,6 +281,7 @@ def test_dry_run_loads_and_checks_the_model(shoot, tmp_path):
     assert not (shoot / "backlitfix").exists()
 
 
+@pytest.mark.slow  # the real program in a subprocess
 def test_eval_without_scipy_says_how_to_get_it(tmp_path):
     fake = tmp_path / "site"
     (fake / "scipy").mkdir(parents=True)

@@ -53,6 +53,7 @@ def test_strength_grows_with_the_lift_the_network_wants():
     assert any(0.0 < s < 1.0 for s in strengths)  # a ramp, not a switch
 
 
+@pytest.mark.slow  # every real photo decoded
 def test_decision_on_real_photos(enhancer):
     welllit = decide(*small_and_L(enhancer, shared_path("data", "welllit", "kodim01.jpg")))
     backlit = decide(*small_and_L(enhancer, shared_path("data", "backlit", "ovd0312_4.jpg")))

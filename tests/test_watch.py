@@ -26,6 +26,8 @@ from PIL import Image
 from backlitfix.cli import main
 from conftest import shared_path
 
+pytestmark = pytest.mark.slow  # each test drives the real daemon in a subprocess
+
 SMALL = ["ovd0312_4.jpg", "ovd0312_21.jpg", "ovd0312_32.jpg"]  # 0.1 MP each
 CLI = [sys.executable, "-c", "import sys; from backlitfix.cli import main; sys.exit(main())"]
 JOURNAL = ".backlitfix-watch.sqlite"

@@ -16,6 +16,8 @@ from PIL import Image
 from conftest import shared_path
 from test_run_auto import burst, exif
 
+pytestmark = pytest.mark.slow  # the real daemon in a subprocess, across a restart
+
 CLI = [sys.executable, "-c", "import sys; from backlitfix.cli import main; sys.exit(main())"]
 DONE = re.compile(r"done: (?P<path>.+) -> .+ \([\d.]+ s, strength (?P<s>[\d.]+)(?:, burst (?P<g>\S+))?\)")
 

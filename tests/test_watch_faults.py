@@ -38,6 +38,8 @@ from test_watch import (  # noqa: F401 - env, inbox and watcher are fixtures
     watcher,
 )
 
+pytestmark = pytest.mark.slow  # each test drives the real daemon in a subprocess
+
 
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
