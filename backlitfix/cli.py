@@ -13,9 +13,6 @@ from pathlib import Path
 
 import click
 
-from training.cli_residual import explain, residual
-from training.cli_train import train
-
 from . import __version__
 from .cli_options import (
     EXIT_FAILED,
@@ -32,8 +29,35 @@ from .eval.command import eval_cmd
 from .plugins.command import plugins
 from .watch.command import watch
 
+# The training commands, imported when one of them is asked for (or listed by --help): `run` and `watch` never
+# load backlitfix.training, nor what it pulls in (open_clip, matplotlib).
+_LAZY_COMMANDS = {
+    "train": "backlitfix.training.cli_train:train",
+    "residual": "backlitfix.training.cli_residual:residual",
+    "explain": "backlitfix.training.cli_residual:explain",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class _LazyGroup(click.Group):
+    """click's "lazily loading subcommands" pattern: names listed up front, modules imported on first use."""
+
+    def __init__(self, *args, lazy_commands: dict[str, str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = lazy_commands
+
+    def list_commands(self, ctx):
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def get_command(self, ctx, cmd_name):
+        if cmd_name in self.lazy_commands and cmd_name not in self.commands:
+            import importlib
+
+            module, attr = self.lazy_commands[cmd_name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attr), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_LazyGroup, lazy_commands=_LAZY_COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="backlitfix")
 def main():
     """Fix backlit photos: brighten the dark subject, keep the bright background."""
@@ -216,10 +240,7 @@ def models_cmd(as_json):
 
 main.add_command(watch)
 main.add_command(plugins)
-main.add_command(train)
 main.add_command(eval_cmd)
-main.add_command(residual)
-main.add_command(explain)
 
 if __name__ == "__main__":
     main()

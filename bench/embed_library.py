@@ -70,8 +70,8 @@ def main() -> None:
 
     import torch
 
-    from training.clip import load_random
-    from training.library import embed_library
+    from backlitfix.training.clip import load_random
+    from backlitfix.training.library import embed_library
 
     paths = make_photos(args.photos, OUT / "embed_library" / "photos")
     mb = sum(p.stat().st_size for p in paths) / 1e6
@@ -106,7 +106,7 @@ def main() -> None:
     bare, e2e = done / bare_s, lib.n_embedded / e2e_s
 
     # the decoding side alone, one thread: read + hash + draft decode + CLIP crop
-    from training.library import clip_crop, load_reduced
+    from backlitfix.training.library import clip_crop, load_reduced
 
     c0 = time.process_time()
     for p in paths[:20]:

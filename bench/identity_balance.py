@@ -35,9 +35,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from training.clip import load_random
-from training.guidance import CLIP_WEIGHT, RAVE_WEIGHT, backlit_score
-from training.identity import GUIDED_ALPHA, IdentityFeatures, Tower, identity_loss
+from backlitfix.training.clip import load_random
+from backlitfix.training.guidance import CLIP_WEIGHT, RAVE_WEIGHT, backlit_score
+from backlitfix.training.identity import GUIDED_ALPHA, IdentityFeatures, Tower, identity_loss
 
 OUT = Path(__file__).resolve().parent / "out"
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
@@ -133,7 +133,7 @@ def main():
     runs = []
     for seed in range(1 if args.weights else args.seeds):
         if args.weights:
-            from training.clip import load_clip
+            from backlitfix.training.clip import load_clip
 
             vw, rw = (args.weights.split(",") + [args.weights])[:2] if "," in args.weights else (args.weights,) * 2
             vit, rn = load_clip("ViT-B-32", vw), load_clip("RN101", rw)

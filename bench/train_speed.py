@@ -29,10 +29,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backlitfix.model.network import EnhanceNet
-from training.clip import load_random
-from training.data import Augment, ImageSet
-from training.guidance import RaveObjective
-from training.trainer import Trainer, TrainSettings
+from backlitfix.training.clip import load_random
+from backlitfix.training.data import Augment, ImageSet
+from backlitfix.training.guidance import RaveObjective
+from backlitfix.training.trainer import Trainer, TrainSettings
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -150,7 +150,7 @@ def compare_preset(preset: str, dev: torch.device, precision: str, iters: int) -
     """Seconds per network step at the default settings and at ``preset``'s, interleaved so that machine load
     hits both alike: their ratio carries a quiet machine's default timing over to the preset."""
     from backlitfix.config import load_config
-    from training.cli_train import PRESETS
+    from backlitfix.training.cli_train import PRESETS
 
     torch.manual_seed(0)
     vit, rn = load_random("ViT-B-32", dev), load_random("RN101", dev)
@@ -191,7 +191,7 @@ def estimate(preset: str, dev: torch.device, precision: str) -> None:
     import re
 
     from backlitfix.config import load_config
-    from training.cli_train import PRESETS
+    from backlitfix.training.cli_train import PRESETS
 
     tc = load_config(None, {f"training.{k}": v for k, v in PRESETS.get(preset, {}).items()}).training
     torch.manual_seed(0)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 open_clip = pytest.importorskip("open_clip", reason="needs the train extra (open_clip_torch)")
 
-from training.clip import TINY, TINY_RN, ClipUnavailable, load_clip  # noqa: E402 - after the importorskip
+from backlitfix.training.clip import TINY, TINY_RN, ClipUnavailable, load_clip  # noqa: E402 - after the importorskip
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,8 @@ def _load_in_subprocess(env_extra: dict, tmp_path) -> tuple[subprocess.Completed
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HOME": str(tmp_path), **env_extra}
     env.pop("HF_HUB_OFFLINE", None) if "HF_HUB_OFFLINE" not in env_extra else None
     # open_clip's own import (seconds on a busy machine) is not the hub wait being measured.
-    code = ("import time, sys, open_clip\nfrom training.clip import load_clip, ClipUnavailable\nt = time.time()\n"
+    code = ("import time, sys, open_clip\nfrom backlitfix.training.clip import load_clip, ClipUnavailable\n"
+            "t = time.time()\n"
             "try:\n    load_clip('ViT-B-32', 'openai')\nexcept ClipUnavailable as e:\n"
             "    print(f'{time.time() - t:.2f}'); print(e); sys.exit(3)\n")
     t = time.time()
@@ -137,7 +138,7 @@ def test_cached_tag_loads_offline(tmp_path, monkeypatch):
 
 
 def test_resnet_tiny_gives_five_stages():
-    from training.identity import Tower
+    from backlitfix.training.identity import Tower
 
     rn = load_clip(TINY_RN, "random")
     emb, maps = Tower(rn)(rn.prepare(torch.rand(2, 3, 64, 64)))
@@ -150,7 +151,7 @@ def test_resnet_tiny_gives_five_stages():
 
 
 def _tiny(name: str) -> torch.nn.Module:
-    from training.clip import _open_clip
+    from backlitfix.training.clip import _open_clip
 
     return _open_clip().create_model(name, pretrained=None)  # registers the tiny configs first
 

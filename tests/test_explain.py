@@ -10,8 +10,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from backlitfix.training.clip import TINY, load_clip
 from conftest import shared_path
-from training.clip import TINY, load_clip
 
 SEED = 1143  # config training.seed, as the CLI seeds before loading: the same random model here and there
 
@@ -39,7 +39,7 @@ def clip(env):
 def vocab(clip):
     import time
 
-    from training.vocabulary import vocabulary
+    from backlitfix.training.vocabulary import vocabulary
 
     t0 = time.perf_counter()
     tokens, emb = vocabulary(clip)
@@ -47,7 +47,7 @@ def vocab(clip):
 
 
 def test_short_context_encoding_equals_encode_text(clip):
-    from training.vocabulary import encode_short
+    from backlitfix.training.vocabulary import encode_short
 
     texts = ["dark", "silhouette ", "sunset", "", "<end_of_text>", "wildlifewednesday", "!", "ab cd ef", "é€"]
     tokens = clip.tokenizer(texts)
@@ -58,7 +58,7 @@ def test_short_context_encoding_equals_encode_text(clip):
 
 
 def test_full_vocabulary_is_built_as_the_reference_does_and_cached(clip, vocab, env):
-    from training.vocabulary import vocabulary
+    from backlitfix.training.vocabulary import vocabulary
 
     tokens, emb, seconds = vocab
     tok = clip.tokenizer
@@ -80,7 +80,7 @@ def test_full_vocabulary_is_built_as_the_reference_does_and_cached(clip, vocab, 
 
 
 def test_rank_orders_by_cosine_and_shows_each_word_once(clip, vocab):
-    from training.vocabulary import rank
+    from backlitfix.training.vocabulary import rank
 
     tokens, emb, _ = vocab
     r = torch.nn.functional.normalize(torch.randn(clip.dim, generator=torch.Generator().manual_seed(3)), dim=0)
@@ -113,7 +113,7 @@ def _residual(tmp_path, shift: int):
 
 def test_explain_json_is_sorted_and_consistent_with_a_recomputation(tmp_path, clip, vocab):
     from backlitfix.cli import main
-    from training.residual import load_residual
+    from backlitfix.training.residual import load_residual
 
     out = _residual(tmp_path, shift=15)
     r = CliRunner().invoke(main, ["explain", str(out), "--top", "7", "--json"])  # model from the residual

@@ -15,8 +15,8 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from backlitfix.training.clip import TINY, TINY_RN, load_clip
 from conftest import shared_path
-from training.clip import TINY, TINY_RN, load_clip
 
 SEED = 1143  # config training.seed: the CLI seeds with it before loading, so the random model is the same
 
@@ -62,7 +62,7 @@ def _count_forwards(clip, monkeypatch) -> list[int]:
 # --- decoding at reduced size ----------------------------------------------------------------------------
 
 def test_jpeg_is_decoded_in_draft_mode_at_reduced_size(tmp_path):
-    from training.library import load_reduced
+    from backlitfix.training.library import load_reduced
 
     p = shared_path("data", "backlit", "110_51093502029_o.jpg")  # 2048 x 1536
     im = load_reduced(p, p.read_bytes(), 448, 224)
@@ -73,7 +73,7 @@ def test_jpeg_is_decoded_in_draft_mode_at_reduced_size(tmp_path):
 
 
 def test_exif_orientation_is_applied(tmp_path):
-    from training.library import load_reduced
+    from backlitfix.training.library import load_reduced
 
     src = Image.open(shared_path("data", "welllit", "kodim01.jpg")).convert("RGB")  # 768 x 512, landscape
     exif = Image.Exif()
@@ -89,7 +89,7 @@ def test_exif_orientation_is_applied(tmp_path):
 
 def test_clip_crop_matches_torchvision_clip_preprocessing():
     tv = pytest.importorskip("torchvision.transforms")
-    from training.library import clip_crop
+    from backlitfix.training.library import clip_crop
 
     for name in ("kodim04.jpg", "kodim01.jpg"):  # portrait and landscape
         im = Image.open(shared_path("data", "welllit", name)).convert("RGB")
@@ -100,7 +100,7 @@ def test_clip_crop_matches_torchvision_clip_preprocessing():
 def test_raw_uses_the_embedded_preview_or_half_size(tmp_path):
     import rawpy
 
-    from training.library import load_reduced
+    from backlitfix.training.library import load_reduced
 
     dng = shared_path("data", "raw", "canon_eos_6d.dng")
     with rawpy.imread(str(dng)) as raw:  # independently: the preview's size
@@ -121,8 +121,8 @@ def test_raw_uses_the_embedded_preview_or_half_size(tmp_path):
 # --- embedding a library, the cache --------------------------------------------------------------------------
 
 def test_embed_library_cache_reembeds_only_new_or_changed(tmp_path, clip, monkeypatch):
-    from training.embedding_cache import EmbeddingCache
-    from training.library import embed_library
+    from backlitfix.training.embedding_cache import EmbeddingCache
+    from backlitfix.training.library import embed_library
 
     paths = _copy("welllit", WL, tmp_path / "lib") + _copy("backlit", BL[:1], tmp_path / "lib")
     cache = EmbeddingCache(tmp_path / "c.sqlite")
@@ -152,7 +152,7 @@ def test_embed_library_cache_reembeds_only_new_or_changed(tmp_path, clip, monkey
 
 
 def test_embeddings_match_a_direct_clip_forward(tmp_path, clip):
-    from training.library import clip_crop, embed_library, load_reduced
+    from backlitfix.training.library import clip_crop, embed_library, load_reduced
 
     paths = _copy("welllit", WL[:2], tmp_path)
     lib = embed_library(clip, paths, cache=None)
@@ -166,7 +166,7 @@ def test_embeddings_match_a_direct_clip_forward(tmp_path, clip):
 
 
 def test_unreadable_files_are_skipped_with_reasons(tmp_path, clip):
-    from training.library import embed_library, list_images
+    from backlitfix.training.library import embed_library, list_images
 
     lib_dir = tmp_path / "lib"
     good = _copy("welllit", WL[:2], lib_dir)
@@ -187,8 +187,8 @@ def test_unreadable_files_are_skipped_with_reasons(tmp_path, clip):
 
 
 def test_corrupt_cache_is_moved_aside_and_rebuilt(tmp_path, clip):
-    from training.embedding_cache import EmbeddingCache
-    from training.library import embed_library
+    from backlitfix.training.embedding_cache import EmbeddingCache
+    from backlitfix.training.library import embed_library
 
     path = tmp_path / "embeddings.sqlite"
     path.write_bytes(b"this is not a database" * 100)
@@ -202,7 +202,7 @@ def test_corrupt_cache_is_moved_aside_and_rebuilt(tmp_path, clip):
 
 
 def test_default_cache_lives_in_xdg_cache_home(tmp_path):
-    from training.embedding_cache import default_cache_path
+    from backlitfix.training.embedding_cache import default_cache_path
 
     assert default_cache_path() == tmp_path / "xdg-cache" / "backlitfix" / "embeddings.sqlite"
 
@@ -214,8 +214,8 @@ def _n(v):
 
 
 def test_residual_math_matches_numpy_on_real_photo_embeddings(tmp_path, clip):
-    from training.library import embed_library
-    from training.residual import compute_residual
+    from backlitfix.training.library import embed_library
+    from backlitfix.training.residual import compute_residual
 
     wl = embed_library(clip, _copy("welllit", WL, tmp_path / "wl"), cache=None).embeddings
     bl = embed_library(clip, _copy("backlit", BL, tmp_path / "bl"), cache=None).embeddings
@@ -241,9 +241,9 @@ def _numpy_shift(r, emb, n):
 
 
 def test_shifted_residual_matches_numpy(tmp_path, clip):
-    from training.library import embed_library
-    from training.residual import compute_residual
-    from training.vocabulary import embed_vocabulary
+    from backlitfix.training.library import embed_library
+    from backlitfix.training.residual import compute_residual
+    from backlitfix.training.vocabulary import embed_vocabulary
 
     tokens, emb = embed_vocabulary(clip, subset=list(range(0, 49408, 37)))  # 1336 ids; the full one: test_explain
     wl = embed_library(clip, _copy("welllit", WL, tmp_path / "wl"), cache=None).embeddings
@@ -263,8 +263,8 @@ def test_shifted_residual_matches_numpy(tmp_path, clip):
 def test_residual_file_roundtrip_and_model_check(tmp_path, clip):
     from safetensors import safe_open
 
-    from training.library import embed_library
-    from training.residual import (
+    from backlitfix.training.library import embed_library
+    from backlitfix.training.residual import (
         ResidualError,
         compute_residual,
         load_residual,
@@ -293,7 +293,7 @@ def test_residual_file_roundtrip_and_model_check(tmp_path, clip):
 
 
 def test_too_few_images_and_empty_folders_are_clear_errors(tmp_path, clip):
-    from training.residual import ResidualError, residual_from_folders
+    from backlitfix.training.residual import ResidualError, residual_from_folders
 
     wl = tmp_path / "wl"
     _copy("welllit", WL[:3], wl)
@@ -319,8 +319,8 @@ def test_too_few_images_and_empty_folders_are_clear_errors(tmp_path, clip):
 # --- backlit candidates from exposure statistics ------------------------------------------------------------
 
 def test_selection_separates_backlit_from_welllit_photos_of_shared_data():
-    from training.library import load_reduced
-    from training.select_backlit import exposure_features, select_backlit
+    from backlitfix.training.library import load_reduced
+    from backlitfix.training.select_backlit import exposure_features, select_backlit
 
     photos = [(p, 1) for p in sorted(shared_path("data", "backlit").glob("*.jpg"))]
     photos += [(p, 0) for p in sorted(shared_path("data", "welllit").glob("*.jpg"))]
@@ -344,7 +344,7 @@ TINY_ARGS = ["--clip-model", TINY, "--clip-pretrained", "random"]
 
 
 def test_residual_command_writes_file_and_reuses_cache(tmp_path):
-    from training.residual import load_residual
+    from backlitfix.training.residual import load_residual
 
     wl, bl = tmp_path / "wl", tmp_path / "bl"
     _copy("welllit", WL, wl)
@@ -375,7 +375,7 @@ def test_residual_command_selects_backlit_candidates_and_reports_them(tmp_path):
     assert "selected 3 backlit photos" in r.stderr
     for name in picked:
         assert name in r.stderr
-    from training.residual import load_residual
+    from backlitfix.training.residual import load_residual
 
     res = load_residual(out)
     assert res.backlit_source == "selected" and (res.n_backlit, res.n_welllit) == (3, 4)

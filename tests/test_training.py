@@ -15,10 +15,9 @@ from PIL import Image
 pytest.importorskip("open_clip", reason="needs the train extra (open_clip_torch)")
 
 from backlitfix.model.network import EnhanceNet
-from conftest import shared_path
-from training.clip import TINY, TINY_RN, load_clip
-from training.data import Augment, load_image_set
-from training.guidance import (
+from backlitfix.training.clip import TINY, TINY_RN, load_clip
+from backlitfix.training.data import Augment, load_image_set
+from backlitfix.training.guidance import (
     LatentPair,
     PairObjective,
     PromptPair,
@@ -26,8 +25,9 @@ from training.guidance import (
     backlit_score,
     ranking_loss,
 )
-from training.identity import identity_loss, layer_indices
-from training.trainer import STATE_FILE, Trainer, TrainingError, TrainSettings
+from backlitfix.training.identity import identity_loss, layer_indices
+from backlitfix.training.trainer import STATE_FILE, Trainer, TrainingError, TrainSettings
+from conftest import shared_path
 
 TINY_ARGS = ["--clip-model", TINY, "--clip-pretrained", "random"]
 
@@ -364,7 +364,7 @@ def test_train_without_clip_weights_fails_fast(folders, tmp_path):
 
 
 def test_paired_mismatch_names_the_files(tmp_path):
-    from training.cli_train import check_pairs
+    from backlitfix.training.cli_train import check_pairs
 
     b = [tmp_path / "a.jpg", tmp_path / "b.jpg"]
     w = [tmp_path / "a.png", tmp_path / "c.png"]

@@ -6,8 +6,8 @@ import torch
 
 pytest.importorskip("open_clip", reason="needs the train extra (open_clip_torch)")
 
-from training.clip import TINY, load_clip
-from training.guidance import PairObjective, PromptPair, RaveObjective
+from backlitfix.training.clip import TINY, load_clip
+from backlitfix.training.guidance import PairObjective, PromptPair, RaveObjective
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ from PIL import Image
 pytest.importorskip("open_clip", reason="needs the train extra (open_clip_torch)")
 
 from backlitfix.model.checkpoint import load_model
+from backlitfix.training.clip import TINY
 from conftest import shared_path
-from training.clip import TINY
 
 TINY_ARGS = ["--clip-model", TINY, "--clip-pretrained", "random"]
 
@@ -73,7 +73,7 @@ def test_preset_cpu_and_flags_that_win(folders, tmp_path):
 
 
 def test_shift_tokens_reaches_the_residual(folders, tmp_path, monkeypatch):
-    import training.vocabulary as vocab
+    import backlitfix.training.vocabulary as vocab
 
     real = vocab.vocabulary
     monkeypatch.setattr(vocab, "vocabulary", lambda clip, cache_dir=None, log=None: real(
@@ -183,13 +183,13 @@ def test_missing_rn101_weights_say_how_to_train_without_them(folders, tmp_path, 
     import open_clip as oc
     from safetensors.torch import save_file
 
-    from training.clip import _open_clip
+    from backlitfix.training.clip import _open_clip
 
     _open_clip()
     weights = tmp_path / "vit.safetensors"
     save_file({k: v.contiguous() for k, v in oc.create_model(TINY, pretrained=None).state_dict().items()},
               str(weights))
-    monkeypatch.setattr("training.cli_train.identity_model", lambda m, p: ("RN101", p))  # as for a real CLIP
+    monkeypatch.setattr("backlitfix.training.cli_train.identity_model", lambda m, p: ("RN101", p))  # as for a real CLIP
     r = _cli(tmp_path, "train", "--method", "rave", "--clip-model", TINY, "--clip-pretrained", str(weights),
              "--backlit", str(folders["backlit"]), "--welllit", str(folders["welllit"]), "--identity", "RN101",
              "-o", str(tmp_path / "m"))

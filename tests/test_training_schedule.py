@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import training.trainer as trainer_mod
+import backlitfix.training.trainer as trainer_mod
 from backlitfix.model.network import EnhanceNet
-from training.data import ImageSet
-from training.trainer import STATE_FILE, Trainer, TrainSettings
+from backlitfix.training.data import ImageSet
+from backlitfix.training.trainer import STATE_FILE, Trainer, TrainSettings
 
 
 class CountingObjective:

@@ -1,6 +1,6 @@
 """Recipe of the embedded default model: one command reproduces it.
 
-    python -m training.recipes.default_model --out backlitfix/models/default.safetensors
+    python -m backlitfix.training.recipes.default_model --out backlitfix/models/default.safetensors
 
 Trains `EnhanceNet` from a seeded random initialisation with an offline, zero-reference signal only
 (no CLIP, no ImageNet weights, no official checkpoint): it distils a classical retinex correction
@@ -36,8 +36,8 @@ from PIL import Image, ImageOps
 
 from backlitfix.model.checkpoint import ModelInfo, save_model
 from backlitfix.model.network import EnhanceNet
-from training import zero_reference as zr
-from training.stats_embedding import StatsResidual, features
+from backlitfix.training import zero_reference as zr
+from backlitfix.training.stats_embedding import StatsResidual, features
 
 IMAGE_EXT = (".jpg", ".jpeg", ".png")
 METHOD = "zero-reference+stats-residual"
@@ -249,7 +249,7 @@ def main(argv=None) -> int:
     files = {k: [[str(p.relative_to(shared_data)), sha256(p)] for p in lists[k]]
              for k in (*TRAIN_GROUPS, "backlit_heldout")}
     extra = {
-        "recipe": "python -m training.recipes.default_model --out OUT" + (" --smoke" if args.smoke else ""),
+        "recipe": "python -m backlitfix.training.recipes.default_model --out OUT" + (" --smoke" if args.smoke else ""),
         "settings": asdict(recipe),
         "data_files": files,
         "data_note": "backlit_heldout and DICM were not trained on; stats residual from backlit_train vs welllit",

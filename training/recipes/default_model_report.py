@@ -1,6 +1,6 @@
 """Check a candidate default model against the quality bar of the default model, with sheets to look at.
 
-    python -m training.recipes.default_model_report --model backlitfix/models/default.safetensors \
+    python -m backlitfix.training.recipes.default_model_report --model backlitfix/models/default.safetensors \
         --baseline ../shared/models/official/rave_unpaired.pth --out bench/out/default_model
 
 Every photo runs through the shipped pipeline (`Enhancer`, fast mode, the configured precision), so
