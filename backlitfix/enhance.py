@@ -323,10 +323,17 @@ class Enhancer:
     guide_radius: int = 2
     guide_eps: float = 1e-3
     tile: int = 512
+    # Fast mode's full-resolution rows per block: None takes the photo in one block. "auto" is what the
+    # device wants (a GPU one block, the CPU STRIP_ROWS strips); tests force None on the CPU to check a GPU's path.
+    strip_rows: int | None | str = "auto"
 
     def __post_init__(self):
         if self.mode not in ("fast", "exact"):
             raise ValueError(f"mode must be 'fast' or 'exact', not {self.mode!r}")
+        if self.strip_rows == "auto":
+            self.strip_rows = STRIP_ROWS if self.device.type == "cpu" else None
+        elif self.strip_rows is not None and (not isinstance(self.strip_rows, int) or self.strip_rows < 1):
+            raise ValueError(f"strip_rows must be a positive number of rows, None or 'auto', not {self.strip_rows!r}")
         self.net = self.net.to(self.device).eval()
         if self.device.type == "cpu":
             self.net = self.net.to(memory_format=torch.channels_last)  # oneDNN's fast layout
@@ -418,7 +425,7 @@ class Enhancer:
                 return
         if on_L:
             on_L(L[0, 0].cpu())
-        step = H if self.device.type != "cpu" else STRIP_ROWS  # a GPU takes the photo in one go
+        step = H if self.strip_rows is None else self.strip_rows
         if (h, w) == (H, W):  # the photo is no larger than the working size: one pass is exact already
             L = L[0, 0]
             for r0 in range(0, H, step):
