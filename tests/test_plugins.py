@@ -21,7 +21,7 @@ from PIL import Image
 from backlitfix.cli import main
 from backlitfix.plugins import HOSTS, InstallError, install, plan_install, plugins_root
 from backlitfix.plugins.inplace import output_format, parse_bqm_paths
-from conftest import REPO, shared_path
+from conftest import REPO, model, photo
 
 SMALL = ["ovd0312_4.jpg", "ovd0312_21.jpg"]  # 0.1 MP each
 # Names a shell would act on; each must reach backlitfix intact
@@ -30,14 +30,6 @@ HOSTILE = [
     "-x a b 'c' \"d\" `touch PWNED2`; e & | ü✓.jpg",
     "line one\nline two.jpg",
 ]
-
-
-def model() -> str:
-    return str(shared_path("models", "official", "rave_unpaired.pth"))
-
-
-def photo(name: str) -> Path:
-    return shared_path("data", "backlit", name)
 
 
 def executable(path: Path, body: str) -> Path:

@@ -14,26 +14,16 @@ from urllib.parse import unquote_to_bytes, urlsplit
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image, ImageCms
 
-from backlitfix.cli import main
 from backlitfix.discover import Job
 from backlitfix.enhance import Enhancer, to_float, working_size
 from backlitfix.eval.report import THUMB_DIR, THUMB_SIDE, report_folder
 from backlitfix.model.checkpoint import load_model
-from conftest import shared_path
+from conftest import cli, model, shared_path
 
 HOSTILE = ["$(touch PWNED).jpg", 'a "quote" #1 ?.jpg', "<script>alert(1)<\\script> é%41&amp;.jpg"]
 THUMB_KB = 120  # a 640 px JPEG at quality 80 is 20-90 KB
-
-
-def model() -> str:
-    return str(shared_path("models", "official", "rave_unpaired.pth"))
-
-
-def cli(*args: str):
-    return CliRunner().invoke(main, list(args), env={"XDG_CONFIG_HOME": "/nonexistent"}, catch_exceptions=False)
 
 
 def downsized(src: Path, dest: Path, side: int = 1024) -> None:

@@ -10,21 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from backlitfix.cli import main
-from conftest import shared_path
+from conftest import cli, model, photo, shared_path
 
 SMALL = ["ovd0312_4.jpg", "ovd0312_21.jpg", "ovd0312_32.jpg"]  # 0.1 MP each: quick
-
-
-def model() -> str:
-    return str(shared_path("models", "official", "rave_unpaired.pth"))
-
-
-def photo(name: str) -> Path:
-    return shared_path("data", "backlit", name)
 
 
 def tree_hashes(root: Path) -> dict[str, str]:
@@ -33,11 +23,6 @@ def tree_hashes(root: Path) -> dict[str, str]:
         if p.is_file() and not p.is_symlink():
             out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
-
-
-def cli(*args: str, env: dict | None = None):
-    return CliRunner().invoke(main, list(args), env={"XDG_CONFIG_HOME": "/nonexistent", **(env or {})},
-                              catch_exceptions=False)
 
 
 def mean_luma(path: Path) -> float:

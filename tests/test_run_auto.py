@@ -8,21 +8,15 @@ from pathlib import Path
 import numpy as np
 import piexif
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
 from backlitfix.bursts import SqliteBurstStore
-from backlitfix.cli import main
 from backlitfix.config import load_config
 from backlitfix.discover import plan
 from backlitfix.pipeline import Pipeline, load_enhancer
-from conftest import shared_path
+from conftest import cli, shared_path
 
 pytestmark = pytest.mark.slow  # whole auto-strength runs over real bursts
-
-
-def cli(*args: str):
-    return CliRunner().invoke(main, list(args), env={"XDG_CONFIG_HOME": "/nonexistent"}, catch_exceptions=False)
 
 
 def exif(when: str, subsec: int, make="Canon", model="EOS R6") -> bytes:

@@ -19,13 +19,9 @@ from PIL import Image
 
 from backlitfix.discover import Job
 from backlitfix.runner import run_batch
-from conftest import shared_path
+from conftest import model, shared_path
 
 SMALL = ["ovd0312_4.jpg", "ovd0312_21.jpg", "ovd0312_32.jpg"]  # 0.1 MP each: quick
-
-
-def model() -> str:
-    return str(shared_path("models", "official", "rave_unpaired.pth"))
 
 
 def exe() -> str:

@@ -15,7 +15,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,21 +23,12 @@ from click.testing import CliRunner
 from PIL import Image
 
 from backlitfix.cli import main
-from conftest import shared_path
+from conftest import CLI, model, photo
 
 pytestmark = pytest.mark.slow  # each test drives the real daemon in a subprocess
 
 SMALL = ["ovd0312_4.jpg", "ovd0312_21.jpg", "ovd0312_32.jpg"]  # 0.1 MP each
-CLI = [sys.executable, "-c", "import sys; from backlitfix.cli import main; sys.exit(main())"]
 JOURNAL = ".backlitfix-watch.sqlite"
-
-
-def model() -> str:
-    return str(shared_path("models", "official", "rave_unpaired.pth"))
-
-
-def photo(name: str) -> Path:
-    return shared_path("data", "backlit", name)
 
 
 @functools.cache

@@ -7,18 +7,16 @@ import re
 import shutil
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from conftest import shared_path
+from conftest import CLI, shared_path
 from test_run_auto import burst, exif
 
 pytestmark = pytest.mark.slow  # the real daemon in a subprocess, across a restart
 
-CLI = [sys.executable, "-c", "import sys; from backlitfix.cli import main; sys.exit(main())"]
 DONE = re.compile(r"done: (?P<path>.+) -> .+ \([\d.]+ s, strength (?P<s>[\d.]+)(?:, burst (?P<g>\S+))?\)")
 
 

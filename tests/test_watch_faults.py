@@ -21,17 +21,15 @@ from PIL import Image
 
 from backlitfix.cli import main
 from backlitfix.watch.journal import Journal
+from conftest import CLI, model, photo
 from test_watch import (  # noqa: F401 - env, inbox and watcher are fixtures
-    CLI,
     JOURNAL,
     SMALL,
     decodes,
     done_lines,
     env,
     inbox,
-    model,
     outputs,
-    photo,
     rows,
     tiny_jpegs,
     wait_for,

@@ -22,7 +22,6 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -31,9 +30,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import CLI
+
 pytestmark = pytest.mark.slow
 
-CLI = [sys.executable, "-c", "import sys; from backlitfix.cli import main; sys.exit(main())"]
 JOURNAL = ".backlitfix-watch.sqlite"
 N = 500
 QUIET = 0.3

@@ -8,13 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from click.testing import CliRunner
 from PIL import Image
 
-from backlitfix.cli import main
 from backlitfix.io import decode, encode
 from backlitfix.io.encode import to_8bit
-from conftest import shared_path
+from conftest import cli, model, shared_path
 from test_io_decode import _png  # an encoder independent of ours, using all five row filters
 
 LIMIT = 250_000_000
@@ -175,14 +173,6 @@ def test_alpha_follows_the_exif_orientation(tmp_path):
 
 
 # --- end to end ------------------------------------------------------------------------------------
-
-def model() -> str:
-    return str(shared_path("models", "official", "rave_unpaired.pth"))
-
-
-def cli(*args: str):
-    return CliRunner().invoke(main, list(args), env={"XDG_CONFIG_HOME": "/nonexistent"}, catch_exceptions=False)
-
 
 def _backlit_rgba(path: Path, sixteen: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A real backlit photo with a soft-edged hole punched in it."""
