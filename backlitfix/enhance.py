@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,10 @@ from .tiling import InPlaceTiles, exact_L
 L_FLOOR = 1e-3  # L below this would multiply the input by more than 1000: treat as that.
 LUMA = (0.299, 0.587, 0.114)
 STRIP_ROWS = 256  # rows per full-resolution strip on the CPU: a few MB per temporary
+# A network input below this many pixels runs on one CPU thread. Its ops are too short to share, and each
+# waits at a barrier for a thread that a busy core (run's decode/encode pool) has descheduled: a 0.04 MP photo
+# beside a JPEG decode/encode thread took 1.92 s on 2 threads and 0.24 s on 1, 2 MP photos between unchanged.
+ONE_THREAD_PIXELS = 150_000
 
 # Decides a photo's strength from (small, L): the (1, 3, h, w) float32 CPU input in [0, 1] at the working
 # resolution and the network's (h, w) float32 CPU illumination map for it (before floor and strength).
@@ -111,6 +116,20 @@ def precision_warning(precision: str, device: torch.device) -> str | None:
     where = {"cpu": "this CPU", "cuda": "this GPU", "mps": "this Mac's GPU"}.get(device.type, device.type)
     return (f"--precision {precision}: {where} has no native {precision} arithmetic, so it is emulated and "
             f"several times slower than fp32; use --precision auto or fp32")
+
+
+@contextmanager
+def one_thread(when: bool = True) -> Iterator[None]:
+    """torch's intra-op threads set to 1 inside, then restored (process-wide, and measured free to switch)."""
+    threads = torch.get_num_threads()
+    if not when or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def to_float(block: np.ndarray, device=None) -> torch.Tensor:
@@ -344,7 +363,8 @@ class Enhancer:
         x = x.to(self.device)
         if self.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+        small = self.device.type == "cpu" and x.shape[-2] * x.shape[-1] < ONE_THREAD_PIXELS
+        with one_thread(small), torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
             return self.net(x).float()
 
     @torch.no_grad()
