@@ -34,8 +34,9 @@ L_FLOOR = 1e-3  # L below this would multiply the input by more than 1000: treat
 LUMA = (0.299, 0.587, 0.114)
 STRIP_ROWS = 256  # rows per full-resolution strip on the CPU: a few MB per temporary
 # A network input below this many pixels runs on one CPU thread. Its ops are too short to share, and each
-# waits at a barrier for a thread that a busy core (run's decode/encode pool) has descheduled: a 0.04 MP photo
-# beside a JPEG decode/encode thread took 1.92 s on 2 threads and 0.24 s on 1, 2 MP photos between unchanged.
+# waits at a barrier for a thread that a busy core has descheduled. 2 cores, `run` on 0.04-0.07 MP photos,
+# median per photo, 2 threads -> 1: beside a decode/encode thread on a loaded machine 1.92 -> 0.24 s; one core
+# busy 0.21 -> 0.15 s; idle cores 0.10 -> 0.13 s (the price: the tail is what a batch feels).
 ONE_THREAD_PIXELS = 150_000
 
 # Decides a photo's strength from (small, L): the (1, 3, h, w) float32 CPU input in [0, 1] at the working
