@@ -513,7 +513,8 @@ class Daemon:
             if not isinstance(job, Job):
                 continue
             new = str(job.output)
-            facts = Facts("sibling", entry, None, path=entry.path, planned=new, output_exists=os.path.lexists(new),
+            facts = Facts("sibling", entry, signature(entry.path), path=entry.path, planned=new,
+                          output_exists=os.path.lexists(new),
                           own_output_exists=bool(entry.output) and os.path.lexists(entry.output))
             if decide(facts).kind == "rename":
                 self._rename_output(entry, new)
