@@ -1,6 +1,6 @@
 """A batch: decode, enhance and encode overlap so the slowest stage sets the pace, not their sum.
 
-Decoding and encoding run in a thread pool (Pillow, rawpy and tifffile release the GIL); the single
+Decoding and encoding run in a thread pool (Pillow and rawpy release the GIL); the single
 model instance runs on the calling thread. Photos in flight (decoding, waiting for the model, being
 written) are bounded twice: at most ``workers`` wait for the model and ``workers`` to be written,
 and their decoded pixels together stay within ``memory_budget`` bytes (estimated from the file
