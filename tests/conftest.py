@@ -54,3 +54,30 @@ def cli(*args: str, env: dict | None = None):
 
 # The program in a real process, run by the Python that runs the tests (no console script needed).
 CLI = [sys.executable, "-c", "import sys; from backlitfix.cli import main; sys.exit(main())"]
+
+
+def shrunk_sets(root: Path, n: int) -> dict[str, Path]:
+    """``n`` real backlit and ``n`` well-lit photos from ../shared, shrunk to 96 x 64 so that a training step
+    takes a fraction of a second: {"backlit": folder, "welllit": folder} under ``root``."""
+    from PIL import Image
+
+    out = {}
+    for name, pattern in (("backlit", "ovd0312_*.jpg"), ("welllit", "kodim0*.jpg")):
+        d = root / name
+        d.mkdir()
+        for src in sorted(shared_path("data", name).glob(pattern))[:n]:
+            with Image.open(src) as im:
+                im.convert("RGB").resize((96, 64)).save(d / src.name, quality=92)
+        out[name] = d
+    return out
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models: threads only contend on a busy CPU (tests/test_residual.py measured 20x)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

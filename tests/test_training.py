@@ -27,7 +27,7 @@ from backlitfix.training.guidance import (
 )
 from backlitfix.training.identity import identity_loss, layer_indices
 from backlitfix.training.trainer import STATE_FILE, Trainer, TrainingError, TrainSettings
-from conftest import shared_path
+from conftest import shared_path, shrunk_sets
 
 TINY_ARGS = ["--clip-model", TINY, "--clip-pretrained", "random"]
 
@@ -39,17 +39,7 @@ def clip():
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
-    """A few real backlit and well-lit photos, shrunk so that steps take a fraction of a second."""
-    root = tmp_path_factory.mktemp("sets")
-    out = {}
-    for name, pattern in (("backlit", "ovd0312_*.jpg"), ("welllit", "kodim0*.jpg")):
-        d = root / name
-        d.mkdir()
-        for src in sorted(shared_path("data", name).glob(pattern))[:5]:
-            with Image.open(src) as im:
-                im.convert("RGB").resize((96, 64)).save(d / src.name, quality=92)
-        out[name] = d
-    return out
+    return shrunk_sets(tmp_path_factory.mktemp("sets"), 5)
 
 
 def small_settings(**kw):

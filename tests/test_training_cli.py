@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -13,32 +12,17 @@ pytest.importorskip("open_clip", reason="needs the train extra (open_clip_torch)
 
 from backlitfix.model.checkpoint import load_model
 from backlitfix.training.clip import TINY
-from conftest import shared_path
+from conftest import shared_path, shrunk_sets
 
 TINY_ARGS = ["--clip-model", TINY, "--clip-pretrained", "random"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: threads only contend on a busy CPU (tests/test_residual.py measured 20x)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sets")
-    out = {}
-    for name, pattern in (("backlit", "ovd0312_*.jpg"), ("welllit", "kodim0*.jpg")):
-        d = root / name
-        d.mkdir()
-        for src in sorted(shared_path("data", name).glob(pattern))[:4]:
-            with Image.open(src) as im:
-                im.convert("RGB").resize((96, 64)).save(d / src.name, quality=92)
-        out[name] = d
-    return out
+    return shrunk_sets(tmp_path_factory.mktemp("sets"), 4)
 
 
 def _cli(tmp_path, *args):

@@ -29,13 +29,7 @@ class CountingObjective:
         return F.mse_loss(enhanced, original.clamp_min(0.3)), {}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: threads only contend on a busy CPU (tests/test_residual.py measured 20x)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread
 
 
 def images() -> ImageSet:
