@@ -16,13 +16,7 @@ from . import __version__
 from .bursts import BurstStore, Capture, MemoryBurstStore, capture_of
 from .config import Config
 from .discover import Job
-from .enhance import (
-    Enhancer,
-    StrengthRule,
-    downscale,
-    to_float,
-    working_size,
-)
+from .enhance import Enhancer, StrengthRule
 from .io import copy_sidecars, decode, encode
 from .model.checkpoint import ModelInfo
 from .photo import Photo, PhotoError
@@ -113,10 +107,7 @@ class Pipeline:
         photo = decode(job.input, max_pixels=self.cfg.input.max_pixels)
         s = self.strength_for(photo)
         if callable(s):
-            H, W = photo.pixels.shape[:2]
-            h, w = working_size(H, W, self.enhancer.working_megapixels)
-            small = to_float(photo.pixels) if (h, w) == (H, W) else downscale(photo.pixels, h, w)
-            s = s(small, self.enhancer.illumination(small)[0, 0].cpu())
+            s = s(*self.enhancer.working_pass(photo.pixels))  # the (small, L) the real run decides from
         return s
 
     def previews(self, jobs, results, on_result=None) -> None:
