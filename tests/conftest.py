@@ -81,3 +81,20 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def build_wheel(tmp_path: Path) -> Path:
+    """A wheel of the project built from a copy of its sources (no __pycache__) under ``tmp_path``."""
+    import shutil
+    import subprocess
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for item in ("pyproject.toml", "README.md", "backlitfix", "plugins", "training"):
+        if (REPO / item).is_dir():
+            shutil.copytree(REPO / item, src / item, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copyfile(REPO / item, src / item)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(tmp_path / "whl"), str(src)], check=True, capture_output=True, timeout=300)
+    return next((tmp_path / "whl").glob("backlitfix-*.whl"))

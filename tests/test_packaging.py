@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -15,6 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from backlitfix.cli import main
+from conftest import build_wheel
 
 REPO = Path(__file__).resolve().parent.parent
 LAZY = ("train", "residual", "explain")
@@ -94,15 +94,7 @@ def test_editable_install_imports_backlitfix_training_from_anywhere(tmp_path):
 
 @pytest.mark.slow  # builds and installs a wheel
 def test_wheel_ships_training_as_backlitfix_training(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    for item in ("pyproject.toml", "README.md", "backlitfix", "plugins", "training"):
-        copy = shutil.copytree if (REPO / item).is_dir() else shutil.copyfile
-        copy(REPO / item, src / item, **({"ignore": shutil.ignore_patterns("__pycache__")}
-                                          if (REPO / item).is_dir() else {}))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
-                    str(tmp_path / "whl"), str(src)], check=True, capture_output=True, timeout=300)
-    wheel = next((tmp_path / "whl").glob("backlitfix-*.whl"))
+    wheel = build_wheel(tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
     code_names = [n for n in names if ".dist-info/" not in n and ".data/" not in n]
     assert {n.split("/")[0] for n in code_names} == {"backlitfix"}, sorted({n.split("/")[0] for n in code_names})

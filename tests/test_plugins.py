@@ -21,7 +21,7 @@ from PIL import Image
 from backlitfix.cli import main
 from backlitfix.plugins import HOSTS, InstallError, install, plan_install, plugins_root
 from backlitfix.plugins.inplace import output_format, parse_bqm_paths
-from conftest import REPO, model, photo
+from conftest import REPO, build_wheel, model, photo
 
 SMALL = ["ovd0312_4.jpg", "ovd0312_21.jpg"]  # 0.1 MP each
 # Names a shell would act on; each must reach backlitfix intact
@@ -202,15 +202,7 @@ def test_double_dash_reaches_run(tmp_path, monkeypatch):
 @pytest.mark.slow  # builds and installs a wheel
 def test_wheel_carries_the_plugins_and_installs_from_them(tmp_path):
     """Build a wheel from a copy of the project, install it elsewhere, install a plugin from it."""
-    src = tmp_path / "src"
-    src.mkdir()
-    for item in ("pyproject.toml", "README.md", "backlitfix", "plugins", "training"):
-        copy = shutil.copytree if (REPO / item).is_dir() else shutil.copyfile
-        copy(REPO / item, src / item, **({"ignore": shutil.ignore_patterns("__pycache__")}
-                                          if (REPO / item).is_dir() else {}))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
-                    str(tmp_path / "whl"), str(src)], check=True, capture_output=True, timeout=300)
-    wheel = next((tmp_path / "whl").glob("backlitfix-*.whl"))
+    wheel = build_wheel(tmp_path)
     import zipfile
 
     names = zipfile.ZipFile(wheel).namelist()
