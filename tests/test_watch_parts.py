@@ -300,3 +300,17 @@ def test_request_stop_takes_no_lock_so_a_signal_handler_can_call_it(tmp_path):
     assert d.stop.is_set() and d.stop.signum == 15
     d.request_stop(2)  # a second one keeps the first's name for the log
     assert d.stop.signum == 15
+
+
+def test_log_lines_stay_one_line_with_hostile_names():
+    import io
+
+    from backlitfix.watch.daemon import Log
+
+    buf = io.StringIO()
+    log = Log(stream=buf)
+    log.error("/in/a\nerror: forged.jpg", "truncated\nfile")
+    log.info("done: /in/b\r.jpg -> /out/b\r.jpg")
+    lines = buf.getvalue().splitlines()
+    assert lines == ["error: /in/a\\nerror: forged.jpg: truncated file", "done: /in/b\\r.jpg -> /out/b\\r.jpg"]
+

@@ -38,6 +38,7 @@ from pathlib import Path
 from ..bursts import SqliteBurstStore
 from ..config import Config
 from ..discover import Job, plan
+from ..display import shown
 from ..io.formats import IMAGE_EXTENSIONS
 from ..io.sidecars import find_sidecars
 from ..photo import PhotoError
@@ -100,6 +101,7 @@ class Log:
 
     def _write(self, line: str) -> None:
         stream = self.stream or sys.stderr
+        line = shown(line)  # a newline in a file name must not split an event's line (as in `run`)
         with self._lock:
             try:
                 stream.write(line + "\n")
