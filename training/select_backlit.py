@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-EXPOSURE_PREP = "exposure-v1"  # bump when the statistics change (cache key)
+from backlitfix.constants import LUMA_REC709
+
+EXPOSURE_PREP = "exposure-v2"  # bump when the statistics or their decoding change (cache key; v2: ICC to sRGB)
 FEATURES = ("dark_share", "log_block_ratio", "top_minus_lower", "midtone_share", "bright_share")
 _WEIGHTS = np.array([3.0, 1.5, 5.0, -6.0, 0.0], dtype=np.float32)
 THRESHOLD = 1.5
@@ -27,7 +29,8 @@ THRESHOLD = 1.5
 def exposure_features(rgb: np.ndarray) -> np.ndarray:
     """The statistics above for an H x W x 3 uint8 image (sRGB-encoded luma in [0, 1])."""
     a = rgb.astype(np.float32) / 255.0
-    y = 0.2126 * a[..., 0] + 0.7152 * a[..., 1] + 0.0722 * a[..., 2]
+    wr, wg, wb = LUMA_REC709
+    y = wr * a[..., 0] + wg * a[..., 1] + wb * a[..., 2]
     h, w = y.shape
     blocks = np.array([[y[i * h // 4:(i + 1) * h // 4, j * w // 4:(j + 1) * w // 4].mean() for j in range(4)]
                        for i in range(4)])

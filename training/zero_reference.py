@@ -18,7 +18,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-LUMA = (0.299, 0.587, 0.114)
+from backlitfix.constants import LUMA_REC601 as LUMA
+
 EPS = 1e-4
 
 

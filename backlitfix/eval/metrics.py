@@ -23,7 +23,8 @@ import math
 import numpy as np
 from scipy import ndimage
 
-LUMA = (0.299, 0.587, 0.114)
+from ..constants import LUMA_REC601 as LUMA
+
 CRUSHED, CLIPPED, DARK_SHARE = 0.02, 0.98, 0.30
 CONTRAST_SIGMA = 0.005  # of the shorter side
 SSIM_SIGMA, SSIM_RADIUS, SSIM_K1, SSIM_K2 = 1.5, 5, 0.01, 0.03

@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image, ImageCms
 
 from .. import __version__
+from ..constants import L_FLOOR
 from ..discover import DEFAULT_OUTPUT_DIRNAME, Job
 from ..io.atomic import atomic_write_bytes
 from ..photo import Photo, PhotoError
@@ -38,7 +39,6 @@ REPORT_NAME = "report.html"
 THUMB_DIR = ".backlitfix-report"
 THUMB_SIDE = 640  # long side in px: sharp in a two-column grid, ~30-60 KB per JPEG
 THUMB_QUALITY = 80
-L_FLOOR = 1e-3  # as in enhance.apply_gain
 LEFT_ALONE = 0.05  # a strength below this changes a photo's mean luminance by well under 2 %: "left alone"
 _THUMB_NAME = re.compile(r"^\d{4,}-[0-9a-f]{10}-(before|after|light)\.jpg$")  # only these are ever deleted
 

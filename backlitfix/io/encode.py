@@ -15,6 +15,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image
 
+from ..constants import WRITABLE_FORMATS as FORMATS
 from ..photo import Photo, PhotoError
 from .atomic import atomic_write
 from .formats import HEIC_HINT
@@ -31,7 +32,6 @@ from .metadata import (
 from .png import write_png
 from .tiff_write import write_tiff
 
-FORMATS = ("jpeg", "png", "tiff", "webp", "heif")
 _JPEG_MARKER = 65533  # most payload bytes a JPEG marker segment can hold
 _XMP_JPEG_HEADER = b"http://ns.adobe.com/xap/1.0/\0"
 _WEBP_MAX_SIDE = 16383

@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from backlitfix.constants import LUMA_REC601, MAX_PIXELS
 from backlitfix.enhance import Enhancer, pick_dtype
 from backlitfix.io import decode
 from backlitfix.io.atomic import atomic_write_bytes
 from backlitfix.model.checkpoint import load_model
 
-LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+LUMA = np.array(LUMA_REC601, dtype=np.float32)
 
 
 def luma(pixels: np.ndarray) -> np.ndarray:
@@ -143,7 +144,7 @@ def main(argv=None) -> int:
     for set_name in args.sets:
         rows, sheet_rows = [], []
         for i, p in enumerate(photos(folders[set_name])):
-            pixels = decode(p, max_pixels=250_000_000).pixels
+            pixels = decode(p, max_pixels=MAX_PIXELS).pixels
             if pixels.dtype != np.uint8:
                 pixels = (pixels // 257).astype(np.uint8)
             ours = cand.enhance(pixels)
