@@ -19,7 +19,10 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .constants import OUTPUT_DIRNAME as DEFAULT_OUTPUT_DIRNAME
+from .constants import OUTPUT_FORMAT_CHOICES as OUTPUT_FORMATS
 from .io.formats import IMAGE_EXTENSIONS, RAW_EXTENSIONS, SIDECAR_EXTENSIONS, format_of, output_extension
+from .io.walk import Policy, find_images
 from .photo import PhotoError
 
 __all__ = [
@@ -35,9 +38,6 @@ __all__ = [
     "source_format",
 ]
 
-DEFAULT_OUTPUT_DIRNAME = "backlitfix"
-
-OUTPUT_FORMATS = ("auto", "jpeg", "png", "tiff")  # values of ``fmt`` / config ``output.format``
 _AUTO_OUTPUT = {"jpeg": "jpeg", "png": "png", "tiff": "tiff", "webp": "webp", "heif": "heif", "raw": "tiff"}
 
 
@@ -70,13 +70,6 @@ class Plan:
     def ignore(self, path: Path, why: str) -> None:
         self.ignored += 1
         self.ignored_files.append((path, why))
-
-
-def _why_not_a_photo(name: str) -> str:
-    ext = os.path.splitext(name)[1].lower()
-    if ext in SIDECAR_EXTENSIONS:
-        return "a sidecar: copied with its photo"
-    return f"not a supported image type ({ext})" if ext else "not a supported image type (no extension)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -121,62 +114,22 @@ class _Candidate:
         return self.out_dir / f"{self.src.stem}{self.tag}{suffix}{ext}"
 
 
-def _is_hidden(name: str) -> bool:
-    return name.startswith(".")
-
-
 def _walk(root: Path, recursive: bool, skip_dirs: set, plan_: Plan, found: list[Path]) -> None:
-    """Append the images under ``root`` to ``found`` (sorted by name, folders after files)."""
-    try:
-        with os.scandir(root) as it:
-            entries = sorted(it, key=lambda e: e.name)
-    except OSError as exc:
-        plan_.errors.append(PhotoError(root, f"cannot read folder: {exc.strerror or exc}"))
-        return
-    subdirs = []
-    for entry in entries:
-        name = entry.name
-        if _is_hidden(name):
-            continue
-        path = root / name
-        try:
-            is_dir = entry.is_dir(follow_symlinks=False)
-            is_file = entry.is_file()  # follows symlinks
-            is_link = entry.is_symlink()
-        except OSError:
-            is_dir = is_file = is_link = False
-        if is_dir:
-            if recursive and not _skip_dir(path, entry, skip_dirs):
-                subdirs.append(path)
-            continue
-        ext = os.path.splitext(name)[1].lower()
-        if is_file:
-            if ext in IMAGE_EXTENSIONS:
-                found.append(path)
-            else:
-                plan_.ignore(path, _why_not_a_photo(name))
-        elif is_link and not os.path.exists(path):
-            if ext in IMAGE_EXTENSIONS:
-                plan_.errors.append(PhotoError(path, "broken symbolic link"))
-            else:
-                plan_.ignore(path, "broken symbolic link")
-        # symlinks to folders are not followed (no loops); sockets, FIFOs etc. are not photos
-    for sub in subdirs:
-        _walk(sub, recursive, skip_dirs, plan_, found)
+    """Append the images under ``root`` to ``found`` (sorted by name, folders after files); other
+    files are counted as ignored, unreadable folders and broken links to images are errors."""
+    skip = (lambda path, entry: _skip_dir(path, entry, skip_dirs)) if skip_dirs else None
+    found.extend(find_images(root, Policy(recursive=recursive, skip_folder=skip), on_ignored=plan_.ignore,
+                             on_error=lambda path, why: plan_.errors.append(PhotoError(path, why))))
 
 
-def _skip_dir(path: Path, entry: os.DirEntry, skip_dirs: set) -> bool:
-    """Output folders are never inputs: any folder named 'backlitfix', and the -o folder."""
-    if entry.name.casefold() == DEFAULT_OUTPUT_DIRNAME:
-        return True
-    if not skip_dirs:
-        return False
+def _skip_dir(path: str, entry: os.DirEntry, skip_dirs: set) -> bool:
+    """The -o folder is never searched for inputs (folders named 'backlitfix' the walker skips itself)."""
     try:
         st = entry.stat(follow_symlinks=False)
         ident = (st.st_dev, st.st_ino)
     except OSError:
         ident = None
-    return ident in skip_dirs or _key(path) in skip_dirs
+    return ident in skip_dirs or _key(Path(path)) in skip_dirs
 
 
 def _without_own_outputs(candidates: list[_Candidate], output_dir: Path, suffix: str, plan_: Plan) -> list[_Candidate]:

@@ -256,8 +256,10 @@ def run_training(cfg, *, method, backlit, welllit, paired, residual_file, from_m
     log(f"loading {len(b_paths)} backlit" + (f" and {len(w_paths)} well-lit" if w_paths else "") +
         f" photos at {tc.image_size} px")
     try:
-        images = load_image_set(b_paths, tc.image_size, what=f"backlit folder {backlit}", log=log)
-        welllit_set = (load_image_set(w_paths, min(tc.image_size, 256), what=f"well-lit folder {welllit}", log=log)
+        limit = cfg.input.max_pixels  # the pixel limit `run` applies
+        images = load_image_set(b_paths, tc.image_size, what=f"backlit folder {backlit}", log=log, max_pixels=limit)
+        welllit_set = (load_image_set(w_paths, min(tc.image_size, 256), what=f"well-lit folder {welllit}", log=log,
+                                      max_pixels=limit)
                        if method != "rave" else None)
     except DataError as e:
         _fail(str(e))

@@ -15,18 +15,20 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from backlitfix.constants import MAX_PIXELS
+
 
 class DataError(ValueError):
     """A training set that cannot be used; ``str()`` names the folder or files."""
 
 
-def read_square(path: Path, size: int) -> np.ndarray:
+def read_square(path: Path, size: int, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """One photo as a size×size×3 uint8 array: upright, decoded at reduced size (JPEG draft mode, RAW
     previews; see library.load_reduced), then squashed to a square with Lanczos, as the reference does (§5.1 a)."""
     from .library import load_reduced
 
     path = Path(path)
-    im = load_reduced(path, path.read_bytes(), embed_size=size, min_short=size)
+    im = load_reduced(path, path.read_bytes(), embed_size=size, min_short=size, max_pixels=max_pixels)
     return np.asarray(im.resize((size, size), Image.Resampling.LANCZOS))
 
 
@@ -45,12 +47,13 @@ class ImageSet:
         return self.pixels[idx].to(device=device, dtype=dtype, non_blocking=True).div_(255.0)
 
 
-def load_image_set(paths: list[Path], size: int, *, what: str = "images", minimum: int = 2, log=None) -> ImageSet:
+def load_image_set(paths: list[Path], size: int, *, what: str = "images", minimum: int = 2, log=None,
+                   max_pixels: int = MAX_PIXELS) -> ImageSet:
     """Decode ``paths`` at ``size``; unreadable files are skipped with a reason. Fewer than ``minimum``: error."""
     arrays, kept, skipped = [], [], []
     for p in paths:
         try:
-            arrays.append(read_square(p, size))
+            arrays.append(read_square(p, size, max_pixels))
             kept.append(Path(p))
         except Exception as e:  # noqa: BLE001 - any decoder failure skips one photo, named in the log
             reason = getattr(e, "reason", None) or str(e) or type(e).__name__

@@ -1,10 +1,11 @@
 """Embedding a photo library with CLIP, fast: reduced-size decoding, overlapped with the forward pass, cached.
 
 Libraries hold thousands of 12-50 MP photos, but CLIP sees 224 x 224. So each photo is decoded only as large
-as needed (``embed_size`` on the long side, never below CLIP's input on the short side): JPEGs through
-libjpeg's DCT scaling (``Image.draft``, 1/2-1/8 of the work), RAWs through their embedded JPEG preview
-(falling back to LibRaw's half-size development), other formats through Pillow with a box ``reduce``. The
-EXIF orientation is applied. Then the reference's own CLIP preprocessing (reference 4.1: shorter side to
+as needed (``embed_size`` on the long side, never below CLIP's input on the short side) by `run`'s own decoder,
+``backlitfix.io.decode(..., reduce_to=...)``: JPEGs through libjpeg's DCT scaling (``Image.draft``, 1/2-1/8 of
+the work), RAWs through their embedded JPEG preview (falling back to LibRaw's half-size development), other
+formats through Pillow with a box ``reduce``. The orientation, ICC profiles (to sRGB) and the pixel limit
+apply as in `run`. Then the reference's own CLIP preprocessing (reference 4.1: shorter side to
 the input size, bicubic with antialiasing, centre crop) so ``v_wl``/``v_bl`` match what RAVE computes; the
 only difference is the DCT-scaled start, a slight softening far below what 224 px can show.
 
@@ -15,7 +16,6 @@ are hashed for the cache key and decoded from memory.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from collections import deque
 from collections.abc import Callable
@@ -25,42 +25,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
-from backlitfix.io.formats import IMAGE_EXTENSIONS, format_of
+from backlitfix.constants import MAX_PIXELS
+from backlitfix.io import decode
+from backlitfix.io.walk import Policy, find_images
+from backlitfix.photo import PhotoError
 
-PREP_VERSION = "clip-bicubic-centre-crop-v1"  # bump when decoding or preprocessing changes the pixels
+# bump when decoding or preprocessing changes the pixels (v2: `run`'s decoder, ICC profiles converted to sRGB)
+PREP_VERSION = "clip-bicubic-centre-crop-v2"
 
 
 def list_images(folder: Path | str, recursive: bool = True) -> list[Path]:
     """Image and RAW files under ``folder`` (by extension), sorted; hidden files and folders, sidecars and
     backlitfix output folders are left out. Symlinked folders are not followed (no loops)."""
-    folder = Path(folder)
-    found: list[Path] = []
-
-    def walk(d: Path) -> None:
-        try:
-            with os.scandir(d) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError:
-            return
-        subdirs = []
-        for e in entries:
-            if e.name.startswith("."):
-                continue
-            try:
-                if e.is_dir(follow_symlinks=False):
-                    if recursive and e.name.casefold() != "backlitfix":
-                        subdirs.append(Path(e.path))
-                elif e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS:
-                    found.append(Path(e.path))
-            except OSError:
-                continue
-        for s in subdirs:
-            walk(s)
-
-    walk(folder)
-    return found
+    return list(find_images(Path(folder), Policy(recursive=recursive)))
 
 
 @dataclass
@@ -98,80 +77,12 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
 
 # --- decoding at reduced size -------------------------------------------------------------------------
 
-def _scale_for(w: int, h: int, embed_size: int, min_short: int) -> float:
-    """How far a w x h photo may be shrunk: long side down to embed_size, short side not below min_short."""
-    return min(1.0, max(embed_size / max(w, h), min_short / max(1, min(w, h))))
-
-
-def _to_rgb(im: Image.Image) -> Image.Image:
-    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):  # 16-bit greyscale: Pillow would clip to 255
-        grey = (np.asarray(im, dtype=np.float32) / 257.0).clip(0, 255).astype(np.uint8)
-        return Image.fromarray(grey, "L").convert("RGB")
-    if im.mode == "RGB":
-        return im
-    if "A" in im.mode or "transparency" in im.info:  # transparent areas onto white, as decode() does
-        rgba = im.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return im.convert("RGB")
-
-
-def _reduce(im: Image.Image, embed_size: int, min_short: int) -> Image.Image:
-    s = _scale_for(*im.size, embed_size, min_short)
-    factor = int(1 / s) if s < 1 else 1
-    return im.reduce(factor) if factor >= 2 else im
-
-
-def _open_pillow(data: bytes, embed_size: int, min_short: int) -> Image.Image:
-    im = Image.open(io.BytesIO(data))
-    if im.format in ("JPEG", "MPO"):
-        s = _scale_for(*im.size, embed_size, min_short)
-        im.draft("RGB", (max(1, int(im.size[0] * s)), max(1, int(im.size[1] * s))))  # >= this size
-    im = ImageOps.exif_transpose(im)  # loads the pixels
-    return _reduce(_to_rgb(im), embed_size, min_short)
-
-
-def _open_raw(data: bytes, embed_size: int, min_short: int) -> Image.Image:
-    """The embedded preview when it is large enough, else LibRaw's half-size development."""
-    import rawpy
-
-    from backlitfix.io.orientation import orientation_of_flip, upright
-    from backlitfix.io.raw import _params  # `run`'s rendering, white-level fix included
-
-    with rawpy.imread(io.BytesIO(data)) as raw:
-        orientation = orientation_of_flip(raw.sizes.flip)
-        try:
-            thumb = raw.extract_thumb()
-        except (rawpy.LibRawNoThumbnailError, rawpy.LibRawUnsupportedThumbnailError):
-            thumb = None
-        im = None
-        if thumb is not None and thumb.format == rawpy.ThumbFormat.JPEG:
-            im = _open_pillow(bytes(thumb.data), embed_size, min_short)
-            has_own = Image.open(io.BytesIO(bytes(thumb.data))).getexif().get(0x0112, 1) != 1
-            if not has_own:  # previews are usually stored as the sensor saw them
-                im = Image.fromarray(upright(np.asarray(im), orientation))
-        elif thumb is not None and thumb.format == rawpy.ThumbFormat.BITMAP:
-            im = Image.fromarray(upright(np.asarray(thumb.data), orientation)).convert("RGB")
-        if im is None or min(im.size) < min_short:
-            params = _params(raw)
-            params.update(output_bps=8, half_size=True)
-            rgb = upright(raw.postprocess(**params), orientation)
-            im = Image.fromarray(rgb)
-    return _reduce(im, embed_size, min_short)
-
-
-def load_reduced(path: Path, data: bytes, embed_size: int, min_short: int = 224) -> Image.Image:
-    """An upright RGB image of ``path`` (whose bytes are ``data``) at reduced size."""
-    if format_of(path) == "raw":
-        return _open_raw(data, embed_size, min_short)
-    if format_of(path) == "heif":
-        try:
-            import pillow_heif
-
-            pillow_heif.register_heif_opener()
-        except ImportError:
-            raise ValueError("HEIC support needs the optional extra: pip install 'backlitfix[heic]'") from None
-    return _open_pillow(data, embed_size, min_short)
+def load_reduced(path: Path, data: bytes, embed_size: int, min_short: int = 224,
+                 max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """An upright 8-bit sRGB image of ``path`` (whose bytes are ``data``) at reduced size: `run`'s decoder
+    (``backlitfix.io.decode(..., reduce_to=...)``), so ICC profiles, orientation and the pixel limit apply."""
+    return Image.fromarray(decode(path, data=data, max_pixels=max_pixels, reduce_to=embed_size,
+                                  min_short=min_short).pixels)
 
 
 def clip_crop(im: Image.Image, size: int) -> np.ndarray:
@@ -189,6 +100,8 @@ def clip_crop(im: Image.Image, size: int) -> np.ndarray:
 
 
 def _reason(e: BaseException) -> str:
+    if isinstance(e, PhotoError):
+        return e.reason
     if isinstance(e, UnidentifiedImageError):
         return "not an image (unrecognised file content)"
     if isinstance(e, FileNotFoundError):

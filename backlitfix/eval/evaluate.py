@@ -8,14 +8,15 @@ backbone, no Inception weights) are left out with a note that says why.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..io import IMAGE_EXTENSIONS, decode
+from ..constants import MAX_PIXELS
+from ..io import decode
+from ..io.walk import Policy, find_images
 from ..photo import PhotoError
 from . import metrics
 from .fid import FidUnavailable, Inception, frechet
@@ -29,10 +30,10 @@ FULL_REF = ("psnr", "ssim", "lpips")
 
 def list_images(folder: Path) -> list[Path]:
     """The image files directly in ``folder`` (no dot-files, no sidecars), sorted by name."""
-    with os.scandir(folder) as it:
-        names = sorted(e.name for e in it if not e.name.startswith(".") and e.is_file()
-                       and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS)
-    return [folder / n for n in names]
+    def unreadable(path: Path, why: str) -> None:  # as before the one walker: eval stops on a missing folder
+        raise PhotoError(path, why)
+
+    return list(find_images(Path(folder), Policy(recursive=False), on_error=unreadable))
 
 
 def by_stem(files: list[Path]) -> dict[str, list[Path]]:
@@ -100,7 +101,7 @@ def evaluate(
     niqe_params: Path | None = None,
     lpips_backbone: Path | None = None,
     inception_weights: Path | None = None,
-    max_pixels: int = 200_000_000,
+    max_pixels: int = MAX_PIXELS,  # `backlitfix eval` passes the config's input.max_pixels
     on_error: Callable[[str], None] = lambda line: None,
 ) -> Evaluation:
     """Every metric that can run on the images of ``results_dir``; see the module docstring."""

@@ -2,6 +2,10 @@
 
 Every per-file problem becomes a PhotoError with a one-line reason; the size limit is checked from
 the header, before any pixel is decoded.
+
+``decode(path, reduce_to=N)`` is the same reader for analysis (training, eval, benches): 8-bit sRGB
+at a reduced size, decoded no larger than needed (libjpeg's DCT scaling for JPEG, a RAW's embedded
+preview or LibRaw's half-size development), with the same checks, orientation and pixel limit.
 """
 from __future__ import annotations
 
@@ -16,8 +20,10 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
+import rawpy
 from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
 
+from ..constants import PILLOW_READABLE as _FORMATS
 from ..photo import Metadata, Photo, PhotoError
 from .formats import HEIC_HINT, format_of
 from .metadata import (
@@ -30,31 +36,43 @@ from .metadata import (
     xmp_orientation,
     xmp_upright,
 )
-from .orientation import upright
+from .orientation import orientation_of_flip, upright
+from .raw import _params as raw_params
 from .raw import decode_raw
 from .tiff_ifd import TiffFormatError, TiffReader, image_data_end, page_directories, sample_format
 
 # A truncated file is an error, never a silently grey-filled picture
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
-_FORMATS = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "TIFF": "tiff", "WEBP": "webp", "HEIF": "heif"}
 _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
 _ALPHA_MODES = ("RGBA", "LA", "PA")
 _LOAD_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
 
 
-def decode(path: Path | str, *, max_pixels: int) -> Photo:
-    """Read `path` (JPEG, PNG, TIFF, WebP, HEIC/HEIF or a camera RAW) as an upright Photo."""
+def decode(path: Path | str, *, max_pixels: int, reduce_to: int | None = None, min_short: int = 0,
+           data: bytes | None = None) -> Photo:
+    """Read `path` (JPEG, PNG, TIFF, WebP, HEIC/HEIF or a camera RAW) as an upright Photo.
+
+    ``reduce_to``: decode for analysis instead, as 8-bit sRGB (ICC profiles applied, transparency
+    flattened onto white, no metadata kept) shrunk by a whole factor while the long side stays at
+    least ``reduce_to`` and the short side at least ``min_short``: between those and about twice them
+    (callers resize to their exact size). ``data``: the file's bytes, when the caller has read them
+    already (training hashes them); the pixel limit applies to the full image size either way.
+    """
     path = Path(path)
-    head = _head(path)
+    head = _head(path) if data is None else _head_of(path, data)
     if _looks_like_text(head):
         raise PhotoError(path, "not an image (looks like a text file)")
     if format_of(path) == "raw":
+        if reduce_to is not None:
+            return _decode_raw_reduced(path, data, max_pixels, reduce_to, min_short)
         return decode_raw(path, max_pixels=max_pixels)
     heif = format_of(path) == "heif" or (head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS)
     if heif and not _heif_available():
         raise PhotoError(path, HEIC_HINT)
     with _own_size_limit():
+        if reduce_to is not None:
+            return _decode_reduced(path, data, max_pixels, reduce_to, min_short)
         return _decode_pillow(path, max_pixels)
 
 
@@ -104,6 +122,12 @@ def _head(path: Path) -> bytes:
         raise PhotoError(path, "cannot read file (permission denied)") from None
     except OSError as e:
         raise PhotoError(path, f"cannot read file ({e.strerror})") from None
+
+
+def _head_of(path: Path, data: bytes) -> bytes:
+    if not data:
+        raise PhotoError(path, "not an image (file is empty)")
+    return data[:64]
 
 
 @cache
@@ -322,3 +346,150 @@ def _colour_managed(im: Image.Image, icc: bytes, name: str,
                 [f"{name}: its {space} ICC profile could not be used ({e}); dropped, colours may shift"])
     return (np.asarray(rgb), alpha, srgb_profile(),
             [f"{name}: {im.mode} image with a {space} ICC profile converted to sRGB"])
+
+
+# --- reduced-size decoding for analysis ----------------------------------------------------------
+
+
+def reduced_scale(w: int, h: int, reduce_to: int, min_short: int) -> float:
+    """How far a w x h image may shrink: long side down to reduce_to, short side not below min_short."""
+    return min(1.0, max(reduce_to / max(w, h, 1), min_short / max(1, min(w, h))))
+
+
+def _decode_reduced(path: Path, data: bytes | None, max_pixels: int, reduce_to: int, min_short: int) -> Photo:
+    with open(path, "rb") if data is None else io.BytesIO(data) as f:
+        im, fmt, orientation, warnings = _reduced_pillow(path, f, max_pixels, reduce_to, min_short)
+    pixels = upright(np.asarray(im), orientation)
+    return Photo(path, pixels, Metadata(icc=srgb_profile(), source_format=fmt, bit_depth=8, warnings=warnings))
+
+
+def _reduced_pillow(path: Path, f, max_pixels: int, reduce_to: int,
+                    min_short: int) -> tuple[Image.Image, str, int | None, list[str]]:
+    """(8-bit sRGB image as stored, reduced; format; the orientation still to apply; warnings)."""
+    name = path.name
+    try:
+        im = Image.open(f, formats=_pillow_formats())
+    except UnidentifiedImageError:
+        raise PhotoError(path, "not an image (unrecognised file content)") from None
+    except _LOAD_ERRORS as e:
+        raise PhotoError(path, f"damaged or truncated image ({e})") from None
+    fmt = _FORMATS[im.format]
+    w, h = im.size
+    if w * h > max_pixels:
+        raise PhotoError(path, f"image has {w * h} pixels, over the limit of {max_pixels} (input.max_pixels)")
+    if im.mode == "F":
+        raise PhotoError(path, "32-bit floating-point images are not supported")
+    s = reduced_scale(w, h, reduce_to, min_short)
+    if fmt == "jpeg" and s < 1:  # libjpeg's DCT scaling: 1/2-1/8 of the work, never below the size asked
+        im.draft(im.mode, (max(1, int(w * s)), max(1, int(h * s))))
+    try:
+        im.load()
+        orientation = None if fmt == "heif" else _orientation(im, fmt, f, name)  # libheif has turned it
+        rgb, warnings = _analysis_rgb(im, name)
+    except _LOAD_ERRORS as e:
+        raise PhotoError(path, _load_error(fmt, e)) from None
+    return _reduce_by_whole_factor(rgb, reduce_to, min_short), fmt, orientation, warnings
+
+
+def _orientation(im: Image.Image, fmt: str, f, name: str) -> int | None:
+    """The EXIF (else XMP) orientation, read as the full decode reads it."""
+    orientation = None
+    if fmt == "tiff":  # a TIFF's EXIF tags live in the file's own IFD0
+        if isinstance(f, io.BytesIO):
+            orientation = clean_file_exif(f.getbuffer(), name)[1]
+        else:
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                orientation = clean_file_exif(buf, name)[1]
+    elif im.info.get("exif"):
+        orientation = clean_exif(im.info["exif"], name)[1]
+    if orientation is None:
+        xmp = im.info.get("xmp")
+        orientation = xmp_orientation(xmp.encode("utf-8") if isinstance(xmp, str) else xmp)
+    return orientation
+
+
+def _analysis_rgb(im: Image.Image, name: str) -> tuple[Image.Image, list[str]]:
+    """8-bit sRGB: 16-bit scaled down, transparency onto white, every ICC profile converted to sRGB."""
+    icc = im.info.get("icc_profile") or None
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):  # 16-bit greyscale: Pillow's convert would clip
+        im = Image.fromarray((np.asarray(im, dtype=np.float32) / 257.0).clip(0, 255).round().astype(np.uint8), "L")
+        icc = None  # as the full decode: a greyscale profile is not kept for 16-bit greyscale
+    if im.mode in _ALPHA_MODES or "transparency" in im.info:
+        grey = im.mode in ("LA", "L")
+        rgba = im.convert("RGBA")
+        im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+        im = im.convert("L" if grey else "RGB")  # greyscale stays grey, so a grey profile still applies
+    if icc and not _is_srgb(icc):
+        space = icc_colour_space(icc).decode("latin-1").strip()
+        try:
+            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            return ImageCms.profileToProfile(im, src, _srgb_cms(), outputMode="RGB"), []
+        except (ImageCms.PyCMSError, OSError, ValueError) as e:
+            return im.convert("RGB"), [f"{name}: its {space} ICC profile could not be used ({e}); colours may shift"]
+    if im.mode == "CMYK":
+        return im.convert("RGB"), [f"{name}: CMYK without an ICC profile; converted to RGB approximately"]
+    return (im if im.mode == "RGB" else im.convert("RGB")), []
+
+
+@cache
+def _srgb_cms() -> ImageCms.ImageCmsProfile:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+def _is_srgb(icc: bytes) -> bool:
+    """An RGB profile that is sRGB already (by its description): converting would change nothing."""
+    if icc_colour_space(icc) != b"RGB ":
+        return False
+    try:
+        desc = ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(icc)))
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return True  # unreadable: the full decode keeps it as it is, and so do we
+    return "srgb" in desc.lower().replace(" ", "")
+
+
+def _reduce_by_whole_factor(im: Image.Image, reduce_to: int, min_short: int) -> Image.Image:
+    s = reduced_scale(*im.size, reduce_to, min_short)
+    factor = int(1 / s) if s < 1 else 1
+    return im.reduce(factor) if factor >= 2 else im
+
+
+def _decode_raw_reduced(path: Path, data: bytes | None, max_pixels: int, reduce_to: int, min_short: int) -> Photo:
+    """A RAW's embedded preview when it is large enough, else LibRaw's half-size development."""
+    try:
+        with rawpy.imread(io.BytesIO(data) if data is not None else str(path)) as raw:
+            s = raw.sizes
+            if max(s.width * s.height, s.raw_width * s.raw_height) > max_pixels:
+                n = max(s.width * s.height, s.raw_width * s.raw_height)
+                raise PhotoError(path, f"image has {n} pixels, over the limit of {max_pixels} (input.max_pixels)")
+            flip = orientation_of_flip(s.flip)
+            im = _raw_preview(path, raw, flip, max_pixels, reduce_to, min_short)
+            if im is None or min(im.shape[:2]) < min_short:
+                params = raw_params(raw)
+                params.update(output_bps=8, half_size=True)
+                rgb = Image.fromarray(raw.postprocess(**params))
+                im = upright(np.asarray(_reduce_by_whole_factor(rgb, reduce_to, min_short)), flip)
+    except rawpy.LibRawFileUnsupportedError:
+        raise PhotoError(path, "not a RAW file LibRaw can read (unsupported or damaged)") from None
+    except (rawpy.LibRawIOError, rawpy.LibRawDataError, rawpy.LibRawOutOfOrderCallError):
+        raise PhotoError(path, "truncated or corrupt RAW data") from None
+    except rawpy.LibRawError as e:
+        raise PhotoError(path, f"RAW decoding failed ({type(e).__name__})") from None
+    return Photo(path, im, Metadata(icc=srgb_profile(), source_format="raw", bit_depth=8))
+
+
+def _raw_preview(path: Path, raw, flip: int, max_pixels: int, reduce_to: int, min_short: int) -> np.ndarray | None:
+    """The embedded preview, upright (its own EXIF orientation, else the RAW's), or None."""
+    try:
+        thumb = raw.extract_thumb()
+    except (rawpy.LibRawNoThumbnailError, rawpy.LibRawUnsupportedThumbnailError):
+        return None
+    if thumb.format == rawpy.ThumbFormat.BITMAP:
+        return upright(np.asarray(thumb.data), flip)
+    if thumb.format != rawpy.ThumbFormat.JPEG:
+        return None
+    try:
+        with io.BytesIO(bytes(thumb.data)) as f, _own_size_limit():
+            im, _, own, _ = _reduced_pillow(path, f, max_pixels, reduce_to, min_short)
+    except PhotoError:  # a damaged preview: develop the RAW instead
+        return None
+    return upright(np.asarray(im), own if own not in (None, 1) else flip)  # previews usually as the sensor saw

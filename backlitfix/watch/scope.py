@@ -15,8 +15,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..discover import DEFAULT_OUTPUT_DIRNAME
-from ..io.formats import IMAGE_EXTENSIONS
+from ..constants import IMAGE_EXTENSIONS
+from ..constants import OUTPUT_DIRNAME as DEFAULT_OUTPUT_DIRNAME
+from ..io.walk import Policy, find_images, is_hidden
 
 # Suffixes of files that are still being written by a download or import tool.
 PARTIAL_SUFFIXES = (".part", ".crdownload", ".tmp", "~")
@@ -24,7 +25,7 @@ PARTIAL_SUFFIXES = (".part", ".crdownload", ".tmp", "~")
 
 def is_partial_name(name: str) -> bool:
     """True for names that mark a file still in transit: dot-files and the PARTIAL_SUFFIXES."""
-    return name.startswith(".") or name.lower().endswith(PARTIAL_SUFFIXES)
+    return is_hidden(name) or name.lower().endswith(PARTIAL_SUFFIXES)
 
 
 def _is_under(path: str, folder: str) -> bool:
@@ -86,22 +87,9 @@ class Scope:
         top = self.in_dir if top is None else top
         if not self.folder_ok(top):
             return
-        try:
-            with os.scandir(top) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError:
-            return
-        subdirs = []
-        for entry in entries:
-            try:
-                is_dir = entry.is_dir(follow_symlinks=False)
-                is_file = entry.is_file()
-            except OSError:
-                continue
-            if is_dir:
-                if self.recursive:
-                    subdirs.append(entry.path)
-            elif is_file and self.is_candidate(entry.path):
-                yield entry.path
-        for sub in subdirs:
-            yield from self.walk(sub)
+        # the walker's own rules (dot-names, 'backlitfix' folders) are a subset of folder_ok/is_candidate
+        policy = Policy(recursive=self.recursive, skip_folder=lambda path, _entry: not self.folder_ok(path),
+                        skip_name=is_partial_name)
+        for path in find_images(top, policy):
+            if not self.in_output(path):
+                yield path
