@@ -15,7 +15,6 @@ import difflib
 import importlib.resources
 import math
 import os
-import sys
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+from .userdirs import config_dir
 
 __all__ = [
     "COMMAND_LINE",
@@ -464,28 +465,12 @@ def _package_defaults() -> dict[str, Any]:
     return flat
 
 
-def user_config_path(*, platform: str | None = None, env: Mapping[str, str] | None = None) -> Path:
-    """Where the per-user config lives (the file need not exist).
-
-    Linux and others: ``$XDG_CONFIG_HOME/backlitfix/config.yaml`` (absolute values only, as the XDG
-    spec says), else ``~/.config/backlitfix/config.yaml``. macOS: ``$XDG_CONFIG_HOME`` when set, else
-    ``~/Library/Application Support/backlitfix/config.yaml``. Windows: ``%APPDATA%\\backlitfix\\config.yaml``.
-    """
-    platform = sys.platform if platform is None else platform
-    env = os.environ if env is None else env
-    home = Path(env.get("HOME") or env.get("USERPROFILE") or Path.home())
-    if platform.startswith("win"):
-        appdata = env.get("APPDATA")
-        base = Path(appdata) if appdata else home / "AppData" / "Roaming"
-    else:
-        xdg = env.get("XDG_CONFIG_HOME", "")
-        if xdg and os.path.isabs(xdg):
-            base = Path(xdg)
-        elif platform == "darwin":
-            base = home / "Library" / "Application Support"
-        else:
-            base = home / ".config"
-    return base / APP_NAME / CONFIG_NAME
+def user_config_path(*, platform: str | None = None) -> Path:
+    """Where the per-user config lives (the file need not exist): ``config.yaml`` in
+    :func:`backlitfix.userdirs.config_dir` (Linux: ``$XDG_CONFIG_HOME/backlitfix``, absolute values
+    only, else ``~/.config/backlitfix``; macOS: ``$XDG_CONFIG_HOME`` when set, else ``~/Library/Application
+    Support/backlitfix``; Windows: ``%APPDATA%\\backlitfix``)."""
+    return config_dir(platform) / CONFIG_NAME
 
 
 def _overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:

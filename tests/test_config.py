@@ -268,21 +268,29 @@ def test_broken_user_config_is_an_error(tmp_path):
 # ---- user config location ----------------------------------------------------------------------
 
 
-def test_user_config_path_linux():
-    assert user_config_path(platform="linux", env={"HOME": "/h"}) == Path("/h/.config/backlitfix/config.yaml")
-    assert user_config_path(platform="linux", env={"HOME": "/h", "XDG_CONFIG_HOME": "/x"}) == Path(
-        "/x/backlitfix/config.yaml")
+def test_user_config_path_linux(monkeypatch):
+    monkeypatch.setenv("HOME", "/h")
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    assert user_config_path(platform="linux") == Path("/h/.config/backlitfix/config.yaml")
+    monkeypatch.setenv("XDG_CONFIG_HOME", "/x")
+    assert user_config_path(platform="linux") == Path("/x/backlitfix/config.yaml")
     # relative XDG values are invalid per the spec and ignored
-    assert user_config_path(platform="linux", env={"HOME": "/h", "XDG_CONFIG_HOME": "rel"}) == Path(
-        "/h/.config/backlitfix/config.yaml")
+    monkeypatch.setenv("XDG_CONFIG_HOME", "rel")
+    assert user_config_path(platform="linux") == Path("/h/.config/backlitfix/config.yaml")
 
 
-def test_user_config_path_macos_and_windows():
-    assert user_config_path(platform="darwin", env={"HOME": "/Users/u"}) == Path(
-        "/Users/u/Library/Application Support/backlitfix/config.yaml")
-    win = user_config_path(platform="win32", env={"APPDATA": "C:/Users/u/AppData/Roaming"})
+def test_user_config_path_macos_and_windows(monkeypatch):
+    import platformdirs.windows
+
+    monkeypatch.setenv("HOME", "/Users/u")
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    assert user_config_path(platform="darwin") == Path("/Users/u/Library/Application Support/backlitfix/config.yaml")
+    # the Windows shell API cannot run here: platformdirs' own fallback reads the environment instead
+    monkeypatch.setattr(platformdirs.windows, "get_win_folder", platformdirs.windows.get_win_folder_from_env_vars)
+    monkeypatch.setenv("APPDATA", "C:/Users/u/AppData/Roaming")
+    win = user_config_path(platform="win32")
     assert win.parts[-2:] == ("backlitfix", "config.yaml")
-    assert str(win).startswith("C:/Users/u/AppData/Roaming") or str(win).startswith("C:\\Users")
+    assert str(win).startswith("C:/Users/u/AppData/Roaming")
 
 
 def test_user_config_path_default_uses_environment(tmp_path):

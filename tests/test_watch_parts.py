@@ -230,7 +230,9 @@ def test_journal_locations(tmp_path, monkeypatch):
     assert p.parent == tmp_path / "state" / "backlitfix" and p.name.startswith("watch-")
     assert journal_path("state", tmp_path / "other") != p  # one journal per output folder
     assert journal_path(str(tmp_path / "j.db"), tmp_path) == tmp_path / "j.db"
-    assert state_dir(env={"HOME": "/h"}, platform="linux") == Path("/h/.local/state/backlitfix")
+    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+    monkeypatch.setenv("HOME", "/h")
+    assert state_dir(platform="linux") == Path("/h/.local/state/backlitfix")
 
 
 def test_file_hash_follows_content_not_mtime(tmp_path):

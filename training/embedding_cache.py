@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import sys
 import time
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
+
+from backlitfix.userdirs import cache_dir
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS vectors (
@@ -33,13 +34,7 @@ _ERRORS = (sqlite3.DatabaseError, OSError)
 
 
 def default_cache_path() -> Path:
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches"
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "backlitfix" / "embeddings.sqlite"
+    return cache_dir() / "embeddings.sqlite"
 
 
 class EmbeddingCache:

@@ -8,11 +8,11 @@ style is then usable by name.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from ..userdirs import data_dir
 from .checkpoint import CheckpointError
 
 DEFAULT_NAME = "default"
@@ -30,13 +30,7 @@ def embedded_default() -> Path | None:
 
 
 def user_model_dir() -> Path:
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return base / "backlitfix" / "models"
+    return data_dir() / "models"
 
 
 def search_dirs() -> list[Path]:

@@ -27,12 +27,13 @@ import contextlib
 import hashlib
 import os
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..userdirs import state_dir
 
 SCHEMA_VERSION = 2
 JOURNAL_NAME = ".backlitfix-watch.sqlite"
@@ -95,22 +96,6 @@ def file_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
-
-
-def state_dir(env: dict | None = None, platform: str | None = None) -> Path:
-    """Per-user state folder: ``$XDG_STATE_HOME/backlitfix`` or ``~/.local/state/backlitfix``
-    (macOS: ``~/Library/Application Support/backlitfix/state``; Windows: ``%LOCALAPPDATA%``)."""
-    env = os.environ if env is None else env
-    platform = sys.platform if platform is None else platform
-    home = Path(env.get("HOME") or env.get("USERPROFILE") or Path.home())
-    if platform.startswith("win"):
-        return Path(env.get("LOCALAPPDATA") or home / "AppData" / "Local") / "backlitfix" / "state"
-    xdg = env.get("XDG_STATE_HOME", "")
-    if xdg and os.path.isabs(xdg):
-        return Path(xdg) / "backlitfix"
-    if platform == "darwin":
-        return home / "Library" / "Application Support" / "backlitfix" / "state"
-    return home / ".local" / "state" / "backlitfix"
 
 
 def journal_path(setting: str, out_dir: Path) -> Path:
