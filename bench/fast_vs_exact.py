@@ -13,8 +13,9 @@ For every photo of the data folder and every model given:
    (halo width), mean signed error (brightness shift), and wall time.
 2. Halo crops: side-by-side PNGs (input | exact | fast at each working resolution; second row: exact L and
    |fast - exact| x 4) around the strongest silhouette edge of the worst photos, in ``<out>/crops/``.
-3. A small grid of guided-filter radius / eps and of upsampling variants (implemented here, not in backlitfix),
-   fitted on the captured working-resolution L and applied at full resolution, scored against exact.
+3. A small grid of guided-filter radius / eps and of upsampling variants, fitted on the captured working-resolution L
+   and applied at full resolution, scored against exact. The shipped variant (``bounded``) and its unclamped form
+   (``detail``) are backlitfix.enhance.GuidedUpsampler itself; the others are research alternatives, here only.
 
 Nothing in backlitfix is changed. Results: a markdown report on stdout and in ``<out>/fast_vs_exact_<model>.md``,
 all figures in ``<out>/fast_vs_exact_<model>.json``; network results are cached in ``<out>/cache/`` (``--reuse``).
@@ -35,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw
 from scipy import ndimage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,9 +44,11 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import backlitfix.enhance as enh  # noqa: E402
+from backlitfix.constants import MAX_PIXELS  # noqa: E402
 from backlitfix.enhance import (  # noqa: E402
     L_FLOOR,
     Enhancer,
+    GuidedUpsampler,
     apply_gain,
     box,
     downscale,
@@ -54,9 +57,11 @@ from backlitfix.enhance import (  # noqa: E402
     to_float,
     working_size,
 )
+from backlitfix.io import decode  # noqa: E402
+from backlitfix.io.walk import Policy, find_images  # noqa: E402
 from backlitfix.model.checkpoint import load_model  # noqa: E402
 
-SHIPPED_VARIANT = "bounded"  # the upsampler backlitfix.enhance uses; the bench checks it reproduces Enhancer
+SHIPPED_VARIANT = "bounded"  # the upsampler backlitfix.enhance uses; the bench checks the path reproduces Enhancer
 
 SHARED = Path(os.environ["BACKLITFIX_SHARED"]) if os.environ.get("BACKLITFIX_SHARED") else REPO.parent / "shared"
 BANDS = ((0, 2), (2, 8), (8, 32), (32, math.inf))  # full-resolution px from the strong edges of exact L
@@ -67,8 +72,9 @@ EDGE_TOP = 0.005  # strong edges: the top 0.5 % of |grad L_exact|
 
 
 def load_photo(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.array(ImageOps.exif_transpose(im).convert("RGB"), dtype=np.uint8)
+    """The 8-bit pixels `run` hands the Enhancer: the product's decoder (orientation, ICC, pixel limit)."""
+    px = decode(path, max_pixels=MAX_PIXELS).pixels
+    return px if px.dtype == np.uint8 else np.rint(px / 257.0).astype(np.uint8)
 
 
 def edge_bands(L: np.ndarray) -> np.ndarray:
@@ -246,22 +252,27 @@ def apply_rgb(img, Y, c):
     return (c[:, 0:3] * img).sum(1, keepdim=True) + c[:, 3:4]
 
 
-def fit_detail(small, L, r, eps):  # L = up(L_small) + a * (Y - up(Y_small)): keeps L_small, adds the guide's detail
-    a, _ = guided_coefficients(luminance(small), L, r, eps)
-    return torch.cat([a, L, luminance(small)], 1)
+def product_upsampler(bounded: bool):
+    """The product's own upsampler (backlitfix.enhance.GuidedUpsampler, as Enhancer._fast builds it), not a
+    copy: L = up(L_s) + up(a) * (Y - up(Y_s)), with ``bounded`` clamped to up(min/max of L_s over 3x3)."""
+
+    def upsample(small, L_small, img, Y, r, eps):
+        Ys = luminance(small)
+        a, _ = guided_coefficients(Ys, L_small, r, eps)
+        H, W = img.shape[-2:]
+        up = GuidedUpsampler(L_small, Ys, a, W, bounded=bounded)
+        return up.rows(Y[0, 0].clone(), H, 0, H)[None, None]  # rows() consumes its Y
+
+    return upsample
 
 
-def apply_detail(img, Y, c):
-    return c[:, 1:2] + c[:, 0:1] * (Y - c[:, 2:3])
-
-
-def fit_bounded(small, L, r, eps):  # detail, kept within L_small's 3x3 min/max (upsampled the same way)
-    lo, hi = -F.max_pool2d(-L, 3, stride=1, padding=1), F.max_pool2d(L, 3, stride=1, padding=1)
-    return torch.cat([fit_detail(small, L, r, eps), lo, hi], 1)
-
-
-def apply_bounded(img, Y, c):
-    return torch.minimum(torch.maximum(apply_detail(img, Y, c), c[:, 3:4]), c[:, 4:5])
+# The variants backlitfix ships (``bounded``) or can build (``detail``): run through backlitfix.enhance itself
+PRODUCT_VARIANTS = {
+    "detail": (product_upsampler(False), "L = up(L_s) + up(a)*(Y - up(Y_s)), a from the grey fit (backlitfix's "
+                                         "GuidedUpsampler, bounded=False)"),
+    "bounded": (product_upsampler(True), "detail, clamped to up(min/max of L_s over 3x3) (backlitfix's "
+                                         "GuidedUpsampler, as shipped)"),
+}
 
 
 def fit_logdetail(small, L, r, eps):  # the same in the log domain: log L = up(log L_s) + a * (log Y - up(log Y_s))
@@ -289,8 +300,7 @@ VARIANTS = {
     "log": (fit_log, apply_log, f"log L ~ a*log(Y+{LOG_DELTA}) + b"),
     "logL_Y": (fit_logL_Y, apply_logL_Y, "log L ~ a*Y + b"),
     "inv": (fit_inv, apply_inv, "1/L ~ a*Y + b (gain guided by Y)"),
-    "detail": (fit_detail, apply_detail, "L = up(L_s) + up(a)*(Y - up(Y_s)), a from the grey fit"),
-    "bounded": (fit_bounded, apply_bounded, "detail, clamped to up(min/max of L_s over 3x3)"),
+    **{k: (None, None, desc) for k, (_, desc) in PRODUCT_VARIANTS.items()},
     "logdetail": (fit_logdetail, apply_logdetail,
                   f"log L = up(log L_s) + up(a)*(log(Y+{LOG_DELTA}) - up(log(Y_s+{LOG_DELTA}))), a from the log fit"),
     "bilinear": (fit_bilinear, apply_bilinear, "no guide: L bilinearly upsampled"),
@@ -298,6 +308,8 @@ VARIANTS = {
 
 
 def upsample_L(variant: str, small, L_small, img, Y, r: int, eps: float) -> torch.Tensor:
+    if variant in PRODUCT_VARIANTS:
+        return PRODUCT_VARIANTS[variant][0](small, L_small, img, Y, r, eps)
     fit, apply, _ = VARIANTS[variant]
     c = fit(small, L_small, r, eps)
     c = F.interpolate(c, size=img.shape[-2:], mode="bilinear", align_corners=False)
@@ -515,7 +527,7 @@ def bench_model(model_path: Path, photos: list[Path], args, report: list[str]) -
 
     result = {"model": str(model_path), "per_photo": per_photo, "aggregate": agg}
 
-    # ---- check that the bench's re-implementation of the current filter reproduces Enhancer's fast output
+    # ---- check that the bench's path (captured L, the product's upsampler, quantise) reproduces Enhancer's output
     chk_max, chk_n, chk_tot = 0, 0, 0
     for s in per_photo:
         pixels = load_photo(next(p for p in photos if p.stem == s))
@@ -532,7 +544,8 @@ def bench_model(model_path: Path, photos: list[Path], args, report: list[str]) -
             d = np.abs(q.astype(np.int16) - data[s][f"out_fp32_{mp}"])
             chk_max, chk_n, chk_tot = max(chk_max, int(d.max())), chk_n + int((d > 0).sum()), chk_tot + d.size
     result["reimplementation_check"] = {"max": chk_max, "values_differing": chk_n, "values": chk_tot}
-    report.append(f"\nBench re-implementation of the current filter vs Enhancer fast output (all downscaled runs): "
+    report.append("\nBench path (captured L through backlitfix's GuidedUpsampler) vs Enhancer fast output "
+                  f"(all downscaled runs): "
                   f"max |diff| {chk_max} levels, {chk_n} of {chk_tot} values differ.\n")
 
     # ---- crops of the worst photos
@@ -869,7 +882,7 @@ def main(argv=None):
     models = args.model or [SHARED / "models" / "official" / "rave_unpaired.pth"]
     if args.with_clip_lit:
         models.append(SHARED / "models" / "official" / "clip_lit_original.pth")
-    photos = sorted(p for p in args.data.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
+    photos = list(find_images(args.data, Policy(recursive=False, extensions=(".jpg", ".jpeg", ".jpe"))))
     if args.limit:
         photos = photos[: args.limit]
     if not photos:

@@ -27,9 +27,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from backlitfix.constants import LUMA_REC709, MAX_PIXELS  # noqa: E402
+from backlitfix.io import decode  # noqa: E402
+
 SHARED = Path(os.environ.get("BACKLITFIX_SHARED") or REPO.parent / "shared")
 DATA = SHARED / "data"
 SETS = {
@@ -41,7 +47,7 @@ SETS = {
     "lime": ("lift", lambda: sorted((DATA / "lowlight" / "LIME").glob("*.png"))),
 }
 TARGET_LIFT = {"backlit": 0.90, "under": 0.80, "dicm": 0.80, "lime": 0.80}
-REC709 = np.array([0.2126, 0.7152, 0.0722], np.float32)
+REC709 = np.array(LUMA_REC709, np.float32)
 
 
 def cli(*args: str, env_extra: dict | None = None) -> tuple[dict, float]:
@@ -56,11 +62,16 @@ def cli(*args: str, env_extra: dict | None = None) -> tuple[dict, float]:
     return json.loads(r.stdout), wall
 
 
+def load_rgb8(path: Path) -> np.ndarray:
+    """The product's decoder (`run`'s orientation and colour handling), as 8 bits."""
+    px = decode(path, max_pixels=MAX_PIXELS).pixels
+    return px if px.dtype == np.uint8 else np.rint(px / 257.0).astype(np.uint8)
+
+
 def at_640(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im).convert("RGB")
-        im.thumbnail((640, 640), Image.LANCZOS)
-        return np.asarray(im)
+    im = Image.fromarray(load_rgb8(path))
+    im.thumbnail((640, 640), Image.LANCZOS)
+    return np.asarray(im)
 
 
 def stats(src: Path, out: Path) -> dict:
@@ -115,7 +126,7 @@ def make_bursts(sources: list[Path], folder: Path, frames: int = 4) -> dict[str,
 
     bursts = {}
     for b, src in enumerate(sources):
-        img = np.asarray(ImageOps.exif_transpose(Image.open(src)).convert("RGB"), dtype=np.float32)
+        img = load_rgb8(src).astype(np.float32)
         H, W = img.shape[:2]
         ch, cw = int(H * 0.85), int(W * 0.85)
         rng = np.random.default_rng(b)
