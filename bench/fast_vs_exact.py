@@ -44,7 +44,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import backlitfix.enhance as enh  # noqa: E402
-from backlitfix.constants import MAX_PIXELS  # noqa: E402
+from backlitfix.constants import LUMA_REC601, MAX_PIXELS  # noqa: E402
 from backlitfix.enhance import (  # noqa: E402
     L_FLOOR,
     Enhancer,
@@ -617,7 +617,7 @@ def fast_output(pixels: np.ndarray, L_small: np.ndarray, config) -> np.ndarray:
 
 
 def highpass_std(img: np.ndarray, mask: np.ndarray) -> float:
-    Y = img.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    Y = img.astype(np.float32) @ np.array(LUMA_REC601, np.float32)
     return float((Y - ndimage.gaussian_filter(Y, 2.0))[mask].std())
 
 
@@ -682,7 +682,7 @@ PROFILE_BINS = (-40, -24, -12, -6, -2, 2, 6, 12, 24, 40)  # signed distance (px)
 
 def silhouette_window(pixels: np.ndarray, size: int) -> tuple[int, int]:
     """The crop with the most large-scale dark/bright step edge (gradient of the blurred luminance)."""
-    Y = pixels.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    Y = pixels.astype(np.float32) @ np.array(LUMA_REC601, np.float32)
     sigma = max(2.0, math.hypot(*Y.shape) / 150)  # large-scale steps: a subject against the sky, not ripples
     g = ndimage.gaussian_gradient_magnitude(Y, sigma)
     sm = ndimage.uniform_filter(g, size=size // 2)
@@ -695,7 +695,7 @@ def silhouette_window(pixels: np.ndarray, size: int) -> tuple[int, int]:
 
 def edge_profile(inp: np.ndarray, outs: dict[str, np.ndarray]) -> dict:
     """Mean 8-bit luminance per signed-distance bin from the strongest edges of the (crop of the) input."""
-    w = np.array([0.299, 0.587, 0.114], np.float32)
+    w = np.array(LUMA_REC601, np.float32)
     Y = inp.astype(np.float32) @ w
     Yb = ndimage.gaussian_filter(Y, 1.5)
     g = ndimage.gaussian_gradient_magnitude(Y, 1.5)
