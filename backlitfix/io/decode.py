@@ -16,7 +16,7 @@ import struct
 import threading
 import zlib
 from contextlib import contextmanager
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -385,10 +385,10 @@ def _reduced_pillow(path: Path, f, max_pixels: int, reduce_to: int,
     try:
         im.load()
         orientation = None if fmt == "heif" else _orientation(im, fmt, f, name)  # libheif has turned it
-        rgb, warnings = _analysis_rgb(im, name)
+        rgb, warnings = _analysis_rgb(im, name, lambda im: _reduce_by_whole_factor(im, reduce_to, min_short))
     except _LOAD_ERRORS as e:
         raise PhotoError(path, _load_error(fmt, e)) from None
-    return _reduce_by_whole_factor(rgb, reduce_to, min_short), fmt, orientation, warnings
+    return rgb, fmt, orientation, warnings
 
 
 def _orientation(im: Image.Image, fmt: str, f, name: str) -> int | None:
@@ -408,8 +408,9 @@ def _orientation(im: Image.Image, fmt: str, f, name: str) -> int | None:
     return orientation
 
 
-def _analysis_rgb(im: Image.Image, name: str) -> tuple[Image.Image, list[str]]:
-    """8-bit sRGB: 16-bit scaled down, transparency onto white, every ICC profile converted to sRGB."""
+def _analysis_rgb(im: Image.Image, name: str, reduce) -> tuple[Image.Image, list[str]]:
+    """8-bit sRGB: 16-bit scaled down, transparency onto white, ``reduce``d, then every ICC profile
+    converted to sRGB (on the reduced pixels, the fewest)."""
     icc = im.info.get("icc_profile") or None
     if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):  # 16-bit greyscale: Pillow's convert would clip
         im = Image.fromarray((np.asarray(im, dtype=np.float32) / 257.0).clip(0, 255).round().astype(np.uint8), "L")
@@ -419,11 +420,13 @@ def _analysis_rgb(im: Image.Image, name: str) -> tuple[Image.Image, list[str]]:
         rgba = im.convert("RGBA")
         im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
         im = im.convert("L" if grey else "RGB")  # greyscale stays grey, so a grey profile still applies
+    if im.mode not in ("L", "RGB", "CMYK"):  # palette, 1-bit, ...: their profile (if any) describes RGB
+        im = im.convert("RGB")
+    im = reduce(im)
     if icc and not _is_srgb(icc):
         space = icc_colour_space(icc).decode("latin-1").strip()
         try:
-            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-            return ImageCms.profileToProfile(im, src, _srgb_cms(), outputMode="RGB"), []
+            return ImageCms.applyTransform(im, _to_srgb(icc, im.mode)), []
         except (ImageCms.PyCMSError, OSError, ValueError) as e:
             return im.convert("RGB"), [f"{name}: its {space} ICC profile could not be used ({e}); colours may shift"]
     if im.mode == "CMYK":
@@ -431,11 +434,14 @@ def _analysis_rgb(im: Image.Image, name: str) -> tuple[Image.Image, list[str]]:
     return (im if im.mode == "RGB" else im.convert("RGB")), []
 
 
-@cache
-def _srgb_cms() -> ImageCms.ImageCmsProfile:
-    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+@lru_cache(maxsize=16)  # a library has a few profiles (its cameras'): building one costs as much as applying it
+def _to_srgb(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform:
+    # NOCACHE: training's decode threads share one transform, and lcms's one-pixel cache is not thread-safe
+    return ImageCms.buildTransform(ImageCms.ImageCmsProfile(io.BytesIO(icc)), ImageCms.createProfile("sRGB"), mode,
+                                   "RGB", flags=ImageCms.Flags.NOCACHE)
 
 
+@lru_cache(maxsize=16)
 def _is_srgb(icc: bytes) -> bool:
     """An RGB profile that is sRGB already (by its description): converting would change nothing."""
     if icc_colour_space(icc) != b"RGB ":

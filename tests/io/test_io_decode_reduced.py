@@ -132,3 +132,14 @@ def test_problems_are_photo_errors(tmp_path):
     (tmp_path / "cut.jpg").write_bytes(good[: len(good) // 2])
     with pytest.raises(PhotoError, match="truncated"):
         decode(tmp_path / "cut.jpg", max_pixels=MAX_PIXELS, reduce_to=64)
+
+
+def test_threads_share_the_colour_transforms_safely():
+    """Training decodes in a thread pool; the cached ICC transforms must give every thread the same pixels."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = [shared_path("data", "exif", n) for n in ("IMG_9424.JPG", "chameleon_lime.jpg", "landscape_3.jpg")] * 4
+    alone = [decode(p, max_pixels=MAX_PIXELS, reduce_to=200).pixels for p in paths]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda p: decode(p, max_pixels=MAX_PIXELS, reduce_to=200).pixels, paths))
+    assert all(np.array_equal(a, b) for a, b in zip(alone, together))
