@@ -68,7 +68,15 @@ local ok, err = pcall(function()
     local name, fmt = l:match("^(%S+) (%S+)$")
     out:write("name ", name, " ", fmt, " ", tostring(bf.output_name(name, fmt, "_backlitfix")), "\n")
   end
-  -- 3. the processing path on real files
+  -- 3. the strength argument: "auto" unless a number is given, a dot whatever the locale
+  for _, st in ipairs({ "auto", 1.25, 0 }) do
+    local argv = bf.build_argv({ executable = "", model = "", strength = st, format = "auto", suffix = "_b" },
+                               "/o", { "/p" })
+    for k, a in ipairs(argv) do
+      if a == "--strength" then out:write("strength ", tostring(st), " ", argv[k + 1], "\n") end
+    end
+  end
+  -- 4. the processing path on real files
   local images = {}
   local tag = dt.tags.create("backlitfix test|hostile")
   for _, h in ipairs(lines(W .. "/images.hex")) do
@@ -188,7 +196,11 @@ def test_darktable_plugin_processes_hostile_names_for_real(tmp_path):
         expected = p.jobs[0].output.name if p.jobs else "nil"
         assert predicted == expected, (name, fmt)
 
-    # 3. two images fixed, the one with a result skipped, the result untouched
+    # 3. the strength argument the plug-in passes
+    assert ["strength", "auto", "auto"] in rows and ["strength", "1.25", "1.25"] in rows
+    assert ["strength", "0", "0.00"] in rows
+
+    # 4. two images fixed, the one with a result skipped, the result untouched
     assert ["summary", "1", "1", "0"] in rows
     assert existing.read_bytes() == b"an earlier result, kept as it is"
     imported = [r for r in rows if r[0] == "imported"]
@@ -222,7 +234,7 @@ local out = assert(io.open(os.getenv("BF_WORK") .. "/marker.txt", "w"))
 local ok, err = pcall(function()
   local sd = assert(package.loaded["contrib/backlitfix"], "luarc did not load the plugin")
   local o = sd.backlitfix.options_from_preferences()
-  out:write("prefs ", o.executable, " [", o.model, "] ", string.format("%.2f", o.strength), " ", o.format, "\n")
+  out:write("prefs ", o.executable, " [", o.model, "] ", tostring(o.strength), " ", o.format, "\n")
   out:write("name ", sd.metadata.name, "\n")
   -- the GUI's way of running commands (dt.control.execute, a background job) with a hostile name
   local function unhex(h) return (h:gsub("%x%x", function(x) return string.char(tonumber(x, 16)) end)) end
@@ -280,7 +292,7 @@ def test_darktable_plugin_registers_and_unregisters_in_the_gui(tmp_path):
     assert proc is not None, "darktable did not start twice in a row (60 s each)"
     marker = (work / "marker.txt").read_text().splitlines() if (work / "marker.txt").exists() else []
     assert marker and marker[-1] == "ok", "\n".join(marker) + "\n" + (proc.stdout + proc.stderr)[-3000:]
-    assert "prefs backlitfix [] 1.00 auto" in marker
+    assert "prefs backlitfix [] auto auto" in marker  # strength: auto by default
     assert "summary 1 0 0" in marker and "grouped true" in marker
     assert (shoot / "-a 'b' \"c\" `touch PWNED`; ü\nd_backlitfix.jpg").read_bytes() == jpeg.read_bytes()
     assert "destroyed" in marker

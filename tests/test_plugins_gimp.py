@@ -169,6 +169,8 @@ class Config(dict):
         self[k] = v
 
     def get_property(self, k):
+        if k == "auto_strength" and k not in self:
+            return False  # the argument's declared default, as GIMP's config would hold it
         return self[k]
 
 
@@ -211,6 +213,9 @@ class Procedure:
         self.arguments[name] = default
 
     def add_string_argument(self, name, nick, blurb, default, flags):
+        self.arguments[name] = default
+
+    def add_boolean_argument(self, name, nick, blurb, default, flags):
         self.arguments[name] = default
 
     def new_return_values(self, status, error):
@@ -325,7 +330,7 @@ def test_registration(monkeypatch):
     proc = p.do_create_procedure("plug-in-backlitfix")
     assert proc.calls["add_menu_path"] == [("<Image>/Filters/Light and Shadow",)]
     assert proc.calls["set_sensitivity_mask"] == [("DRAWABLE",)]
-    assert proc.arguments == {"strength": 1.0, "model": "", "executable": ""}
+    assert proc.arguments == {"strength": 1.0, "auto_strength": False, "model": "", "executable": ""}
 
 
 def test_command_is_an_argument_list_with_paths_after_double_dash(monkeypatch):
@@ -336,6 +341,34 @@ def test_command_is_an_argument_list_with_paths_after_double_dash(monkeypatch):
     assert argv[argv.index("--output") + 1] == "/t/o d" and "--json" in argv
     argv = plugin.build_command("b", "s.tif", "o", "-m 'x'.pth", 1.25)
     assert argv[argv.index("--model") + 1] == "-m 'x'.pth" and argv[argv.index("--strength") + 1] == "1.25"
+    argv = plugin.build_command("b", "s.tif", "o", "", "auto")
+    assert argv[argv.index("--strength") + 1] == "auto"
+
+
+def test_layer_names_say_the_strength_applied(monkeypatch):
+    plugin = load_plugin(monkeypatch)
+    assert plugin.layer_name("/m/rave_unpaired.pth", 0.8) == "backlitfix rave_unpaired 0.80"
+    assert plugin.layer_name("default", "auto", 0.737) == "backlitfix default auto 0.74"
+    assert plugin.layer_name("default", "auto", None) == "backlitfix default auto"  # an older backlitfix
+
+
+def test_auto_strength_in_process_matches_the_api_and_names_the_strength(monkeypatch):
+    """With "Auto strength" ticked, the layer gets the strength backlitfix decides for the photo's light
+    (the embedded model, as `run` decides it), and its name says which strength that was."""
+    plugin = load_plugin(monkeypatch)
+    import backlitfix
+    image, layer = Image(), backlit_layer()
+    image.insert_layer(layer, None, 0)
+    before = layer.pixels.copy()
+    proc = plugin.BacklitFix().do_create_procedure("plug-in-backlitfix")
+    config = Config(strength=0.3, auto_strength=True, model="", executable="")
+    status, error = proc.run_fn(proc, "NONINTERACTIVE", image, [layer], config, None)
+    assert status == "SUCCESS", error
+    expected, applied = backlitfix.load(strength="auto").enhance(before, return_strength=True)
+    assert 0.3 < applied <= 1.0  # a backlit layer: auto chose far more than the (unused) 0.3
+    new = image.layers[0]
+    assert new.name == f"backlitfix default auto {applied:.2f}"
+    np.testing.assert_array_equal(new.pixels, expected)
 
 
 @pytest.mark.slow  # a subprocess: the real program

@@ -27,7 +27,8 @@
     require "contrib/backlitfix"
     to luarc
   * preferences > lua options: backlitfix executable, model (empty = the default model),
-    strength (0 = original, 1 = the model's correction) and output format
+    strength (auto: as much as each photo's light calls for, well-lit photos left alone and a
+    burst given one look; or fixed: 0 = original, 1 = the model's correction) and output format
   * select images in the lighttable, then "fix backlight" in the "actions on selection" module,
     or bind a key to "backlitfix: fix selected images" in preferences > shortcuts > lua
   * the original file is corrected, not darktable's edit of it
@@ -164,8 +165,10 @@ local function exists(path)
   return false
 end
 
--- Strength with a dot whatever the locale (string.format follows LC_NUMERIC).
-local function decimal(x)
+-- Strength with a dot whatever the locale (string.format follows LC_NUMERIC); "auto" (or no
+-- strength) lets backlitfix decide per photo, and gives the frames of a burst one look.
+local function strength_arg(x)
+  if type(x) ~= "number" then return "auto" end
   local n = math.floor(x * 100 + 0.5)
   return string.format("%d.%02d", n // 100, n % 100)
 end
@@ -174,7 +177,7 @@ end
 function bf.build_argv(opts, outdir, paths)
   local argv = { opts.executable ~= "" and opts.executable or "backlitfix", "run",
                  "--output", outdir, "--suffix", opts.suffix, "--format", opts.format,
-                 "--strength", decimal(opts.strength), "--skip-existing" }
+                 "--strength", strength_arg(opts.strength), "--skip-existing" }
   if opts.model ~= "" then
     argv[#argv + 1] = "--model"
     argv[#argv + 1] = opts.model
@@ -343,7 +346,8 @@ function bf.options_from_preferences()
   return {
     executable = dt.preferences.read(MODULE, "executable", "file"),
     model = dt.preferences.read(MODULE, "model", "string"),
-    strength = dt.preferences.read(MODULE, "strength", "float"),
+    strength = dt.preferences.read(MODULE, "strength_mode", "enum") == "fixed"
+      and dt.preferences.read(MODULE, "strength", "float") or "auto",
     format = dt.preferences.read(MODULE, "format", "enum"),
     suffix = DEFAULT_SUFFIX,
   }
@@ -362,8 +366,11 @@ if dt.configuration.has_gui then
     _("the backlitfix program; a full path when darktable does not find it on PATH"), "backlitfix")
   dt.preferences.register(MODULE, "model", "string", _("backlitfix: model"),
     _("a model name or a checkpoint path; empty = the default model"), "")
-  dt.preferences.register(MODULE, "strength", "float", _("backlitfix: strength"),
-    _("0 = the original, 1 = the model's correction, up to 2"), 1.0, 0.0, 2.0, 0.05)
+  dt.preferences.register(MODULE, "strength_mode", "enum", _("backlitfix: strength"),
+    _("auto: each photo as much as its light calls for (well-lit ones are left alone, a burst gets one look); "
+      .. "fixed: the strength below for every photo"), "auto", "auto", "fixed")
+  dt.preferences.register(MODULE, "strength", "float", _("backlitfix: fixed strength"),
+    _("with strength 'fixed': 0 = the original, 1 = the model's correction, up to 2"), 1.0, 0.0, 2.0, 0.05)
   dt.preferences.register(MODULE, "format", "enum", _("backlitfix: output format"),
     _("auto keeps the photo's format (RAW becomes 16-bit TIFF)"), "auto", "auto", "tiff", "jpeg", "png")
 

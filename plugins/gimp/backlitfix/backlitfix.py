@@ -2,7 +2,8 @@
 """backlitfix for GIMP 3: Filters > Light and Shadow > Fix Backlight (backlitfix).
 
 Brightens a subject that is dark against a bright sky or window, as a new layer above the active
-one, named after the model and strength ("backlitfix rave_unpaired 1.00").
+one, named after the model and the strength applied ("backlitfix rave_unpaired 1.00"; with auto
+strength, "backlitfix default auto 0.74": the strength backlitfix chose for this photo's light).
 
 Where GIMP's Python can import backlitfix (Linux, GIMP on the system Python), the layer's pixels go
 through backlitfix's Python API in this process, 16 bits a channel, transparency kept. Elsewhere
@@ -70,17 +71,22 @@ def find_executable(configured=""):
     raise BacklitfixError("backlitfix not found: install it (pip install backlitfix) or give its path in the dialog")
 
 
+def strength_arg(strength):
+    """"auto", or the number with two decimals."""
+    return "auto" if strength == "auto" else f"{strength:.2f}"
+
+
 def build_command(executable, source, outdir, model, strength):
     """The argument list for one file; nothing here is ever parsed by a shell."""
     argv = [executable, "run", "--output", outdir, "--format", "tiff", "--suffix", SUFFIX,
-            "--strength", f"{strength:.2f}", "--json"]
+            "--strength", strength_arg(strength), "--json"]
     if model:
         argv += ["--model", model]
     return argv + ["--", source]
 
 
 def run_backlitfix(argv):
-    """Run backlitfix; returns (output path, model name) from its --json summary."""
+    """Run backlitfix; returns (output path, model name, strength applied) from its --json summary."""
     try:
         proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False)
     except OSError as e:
@@ -93,11 +99,15 @@ def run_backlitfix(argv):
         raise BacklitfixError(errors[-1] if errors else f"backlitfix failed (exit code {proc.returncode})") from None
     if result.get("status") != "done" or not result.get("output"):
         raise BacklitfixError(f"backlitfix: {result.get('reason') or result.get('status')}")
-    return result["output"], summary.get("model") or "default"
+    return result["output"], summary.get("model") or "default", result.get("strength")
 
 
-def layer_name(model, strength):
-    return f"backlitfix {os.path.splitext(os.path.basename(model))[0] or model} {strength:.2f}"
+def layer_name(model, strength, applied=None):
+    """"backlitfix MODEL 1.00", or "backlitfix MODEL auto 0.74" with the strength auto chose."""
+    name = f"backlitfix {os.path.splitext(os.path.basename(model))[0] or model}"
+    if strength == "auto":
+        return f"{name} auto" + (f" {applied:.2f}" if isinstance(applied, (int, float)) else "")
+    return f"{name} {strength:.2f}"
 
 
 def export_tiff(image, drawable, path):
@@ -154,12 +164,12 @@ def fix_in_process(api, image, drawable, model, strength):
     data, channels = read_pixels(drawable)
     pixels = np.frombuffer(data, dtype=np.uint16).reshape(h, w, channels)
     try:
-        out = enhancer.enhance(pixels)  # alpha, if any, comes back unchanged
+        out, applied = enhancer.enhance(pixels, return_strength=True)  # alpha, if any, comes back unchanged
     except (ValueError, RuntimeError) as e:
         raise BacklitfixError(f"backlitfix: {e}") from None
     image.undo_group_start()
     try:
-        layer = Gimp.Layer.new(image, layer_name(enhancer.model, strength), w, h, drawable.type(), 100.0,
+        layer = Gimp.Layer.new(image, layer_name(enhancer.model, strength, applied), w, h, drawable.type(), 100.0,
                                Gimp.LayerMode.NORMAL)
         image.insert_layer(layer, drawable.get_parent(), image.get_item_position(drawable))
         offsets = drawable.get_offsets()  # (success, x, y)
@@ -183,10 +193,10 @@ def fix(image, drawable, executable, model, strength):
     with tempfile.TemporaryDirectory(prefix="backlitfix-gimp-") as tmp:
         source = os.path.join(tmp, "layer.tif")
         export_tiff(image, drawable, source)
-        out, model_name = run_backlitfix(build_command(exe, source, tmp, model, strength))
+        out, model_name, applied = run_backlitfix(build_command(exe, source, tmp, model, strength))
         image.undo_group_start()
         try:
-            layer = add_result_layer(image, drawable, out, layer_name(model_name, strength))
+            layer = add_result_layer(image, drawable, out, layer_name(model_name, strength, applied))
         finally:
             image.undo_group_end()
     return layer
@@ -212,6 +222,10 @@ class BacklitFix(Gimp.PlugIn):
         flags = GObject.ParamFlags.READWRITE
         procedure.add_double_argument("strength", "_Strength", "0 = the original, 1 = the model's correction",
                                       0.0, 2.0, 1.0, flags)
+        procedure.add_boolean_argument("auto_strength", "_Auto strength",
+                                       "Decide the strength from the photo's light, as `backlitfix run` does "
+                                       "(a well-lit photo gets 0 and is left as it is); the strength above is "
+                                       "then not used", False, flags)
         procedure.add_string_argument("model", "_Model", "Model name or checkpoint path; empty = the default model",
                                       "", flags)
         procedure.add_string_argument("executable", "backlitfix _program",
@@ -232,9 +246,9 @@ class BacklitFix(Gimp.PlugIn):
             if not ok:
                 return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
         Gimp.progress_init("backlitfix")
+        strength = "auto" if config.get_property("auto_strength") else config.get_property("strength")
         try:
-            fix(image, drawables[0], config.get_property("executable"), config.get_property("model"),
-                config.get_property("strength"))
+            fix(image, drawables[0], config.get_property("executable"), config.get_property("model"), strength)
         except BacklitfixError as e:
             return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error(str(e)))
         Gimp.displays_flush()
