@@ -148,12 +148,13 @@ class Enhancer:
 
 
 def load(model: str | Path | None = None, *, device: str = "auto", mode: str = "fast",
-         strength: Strength = "auto", precision: str = "auto") -> Enhancer:
+         strength: Strength = "auto", precision: str = "auto", backend: str = "auto") -> Enhancer:
     """Load a model for `Enhancer.enhance`; the settings are ``backlitfix run``'s options of the same names.
 
     ``model``: a model name (``backlitfix models``) or a checkpoint path; None = the default model.
     ``device``: auto | cpu | cuda | mps. ``mode``: fast | exact. ``strength``: 0..2 or "auto" (the
     default for each `enhance` call). ``precision``: auto | fp32 | bf16 | fp16 (fast mode on a GPU).
+    ``backend``: auto | torch | onnxruntime | openvino (fast mode on the CPU).
     The user's configuration file is not read: a script gets the same result on every machine.
     Raises `BacklitfixError` with a one-line reason.
     """
@@ -161,7 +162,7 @@ def load(model: str | Path | None = None, *, device: str = "auto", mode: str = "
     from .model.checkpoint import CheckpointError
 
     overrides = {"model": None if model is None else str(model), "device": device, "mode": mode,
-                 "strength": strength, "precision": precision}
+                 "strength": strength, "precision": precision, "backend": backend}
     try:
         cfg = load_config(overrides={k: v for k, v in overrides.items() if v is not None}, user_config=None)
         return from_config(cfg)
@@ -172,6 +173,7 @@ def load(model: str | Path | None = None, *, device: str = "auto", mode: str = "
 def from_config(cfg: Config, warn: Callable[[str], None] | None = None) -> Enhancer:
     """An `Enhancer` for a full `Config` (the CLI's way in). ``warn`` hears of a precision problem;
     without it, Python's warnings do. Raises CheckpointError / ValueError."""
+    from .backends import make_backend
     from .enhance import Enhancer as Engine
     from .enhance import pick_device, pick_dtype, precision_warning
     from .model.checkpoint import load_model
@@ -181,9 +183,13 @@ def from_config(cfg: Config, warn: Callable[[str], None] | None = None) -> Enhan
     net, info = load_model(entry.path)
     info.name = entry.name
     dev = pick_device(cfg.device)
-    engine = Engine(net, mode=cfg.mode, device=dev, dtype=pick_dtype(cfg.precision, dev),
+    dtype = pick_dtype(cfg.precision, dev)
+    # Exact mode runs the network layer by layer on tiles: always PyTorch. Its strength pass is one
+    # working-size run, not worth an export.
+    backend = make_backend(cfg.backend, net, dtype, dev, warn) if cfg.mode == "fast" else None
+    engine = Engine(net, mode=cfg.mode, device=dev, dtype=dtype,
                     working_megapixels=cfg.fast.working_megapixels, guide_radius=cfg.fast.guide_radius,
-                    guide_eps=cfg.fast.guide_eps, tile=cfg.exact.tile)
+                    guide_eps=cfg.fast.guide_eps, tile=cfg.exact.tile, backend=backend)
     if cfg.mode == "fast" and (w := precision_warning(cfg.precision, dev)):  # exact mode is always fp32
         if warn is None:
             warnings.warn(w, RuntimeWarning, stacklevel=3)

@@ -159,6 +159,7 @@ class Config:
     mode: Literal["fast", "exact"] = _opt()
     strength: float | Literal["auto"] = _opt(ge=0, le=2)  # "auto": backlitfix.strength decides per photo
     precision: Literal["auto", "fp32", "bf16", "fp16"] = _opt()
+    backend: Literal["auto", "torch", "onnxruntime", "openvino"] = _opt()
     jobs: int = _opt(ge=0)
     memory_budget_mb: int = _opt(ge=0)
     fast: FastConfig = _opt()

@@ -17,6 +17,7 @@ extra gain rolls off in highlights. A strength may also be decided per photo (`S
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -85,6 +86,17 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+# oneDNN ISA caps without bf16/fp16 instructions: ONEDNN_MAX_CPU_ISA set to one of these makes them emulated
+# (bench/speed.py emulates an AVX2 CPU so; OpenVINO's CPU plugin obeys it too).
+CAPS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
+def isa_capped() -> bool:
+    """Whether the environment holds oneDNN or ATen below the CPU's reduced-precision instructions."""
+    return (os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in CAPS_WITHOUT_BF16
+            or os.environ.get("ATEN_CPU_CAPABILITY", "").lower() in ("default", "avx2"))
+
+
 def native_dtypes(device: torch.device) -> set[torch.dtype]:
     """Reduced precisions the device computes in hardware (float32 always).
 
@@ -100,7 +112,7 @@ def native_dtypes(device: torch.device) -> set[torch.dtype]:
     elif device.type == "mps":
         out.add(torch.float16)
     elif device.type == "cpu":
-        flags = cpu_flags()
+        flags = set() if isa_capped() else cpu_flags()
         if flags & {"avx512_bf16", "amx_bf16", "bf16"}:
             out.add(torch.bfloat16)
         if flags & {"avx512_fp16", "amx_fp16", "asimdhp"}:
@@ -346,6 +358,9 @@ class Enhancer:
     # Fast mode's full-resolution rows per block: None takes the photo in one block. "auto" is what the
     # device wants (a GPU one block, the CPU STRIP_ROWS strips); tests force None on the CPU to check a GPU's path.
     strip_rows: int | None | str = "auto"
+    # Fast mode's network outside PyTorch on the CPU (`backlitfix.backends.make_backend`); None: PyTorch eager.
+    # Called as backend(x, one_thread); it returns None once it has failed and given way to PyTorch.
+    backend: Callable[[torch.Tensor, bool], torch.Tensor | None] | None = None
 
     def __post_init__(self):
         if self.mode not in ("fast", "exact"):
@@ -365,6 +380,8 @@ class Enhancer:
         if self.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
         small = self.device.type == "cpu" and x.shape[-2] * x.shape[-1] < ONE_THREAD_PIXELS
+        if self.backend is not None and (L := self.backend(x, small)) is not None:
+            return L
         with one_thread(small), torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
             return self.net(x).float()
 

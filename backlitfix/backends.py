@@ -1,0 +1,214 @@
+"""Where fast mode's network runs on the CPU: PyTorch eager, ONNX Runtime or OpenVINO (issue 15).
+
+The network is exported once per process to ONNX with dynamic height and width, so one graph serves every
+working size. The legacy exporter refuses ``adaptive_avg_pool2d`` at dynamic sizes, and the dynamo exporter
+unrolls it for the example's size (measured: a 20 MB graph, 9 minutes to export, wrong at other sizes), so
+the exported copy pools with `CellMean`: the same cells, [floor(i n / b), ceil((i + 1) n / b)), computed in
+the graph from the input's shape. The live network is never changed; exact mode always runs PyTorch.
+
+Measured side by side (bench/speed.py, docs/performance.md), the network at 0.5 MP on 2 cores took, with
+AVX-512 + native bf16: eager fp32 3.1 s, eager bf16 2.8 s, ONNX Runtime fp32 1.9 s, OpenVINO f32 1.2 s,
+OpenVINO bf16 0.63 s. So ``auto`` takes OpenVINO where it is installed, then ONNX Runtime, then PyTorch.
+Both packages are optional (``pip install backlitfix[fast]``); a backend that is missing or fails gives
+way to PyTorch with one warning.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .model.network import EnhanceNet, PyramidPooling
+
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
+AUTO_ORDER = ("openvino", "onnxruntime")  # fastest first, by measurement (module docstring); else torch
+OPSET = 17
+
+
+def cell_mean(x: torch.Tensor, dim: int, b: int) -> torch.Tensor:
+    """Adaptive average pooling of ``x`` to ``b`` cells along ``dim``, with the cell bounds computed from
+    ``x``'s size by tensor ops, so an ONNX trace keeps them dynamic (as index ranges, which every backend
+    and every CPU ISA runs; a pooling matrix product failed in OpenVINO under an AVX2 cap)."""
+    n = x.shape[dim]
+    cells = []
+    for i in range(b):
+        start = torch.div(n * i, b, rounding_mode="floor")
+        stop = torch.div(n * (i + 1) + (b - 1), b, rounding_mode="floor")
+        cells.append(torch.index_select(x, dim, torch.arange(start, stop)).mean(dim, keepdim=True))
+    return torch.cat(cells, dim)
+
+
+class CellMean(nn.Module):
+    """`PyramidPooling` with its adaptive pools written as `cell_mean`: equal to it (float rounding), and
+    exportable with dynamic sizes. Shares the original's layers."""
+
+    def __init__(self, ppm: PyramidPooling):
+        super().__init__()
+        self.ppm = ppm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ups = []
+        for b, (_, conv, act) in zip(self.ppm.bins, self.ppm.features):
+            p = act(conv(cell_mean(cell_mean(x, 2, b), 3, b)))
+            ups.append(F.interpolate(p, size=(h, w), mode="bilinear", align_corners=True))
+        return self.ppm.fuse(torch.cat([x, *ups], dim=1))
+
+
+def export_onnx(net: EnhanceNet) -> bytes:
+    """The network as an ONNX model (input ``x``: 1 x 3 x h x w float32, output ``L``), h and w dynamic."""
+    net = copy.deepcopy(net).float().to(memory_format=torch.contiguous_format).eval()
+    net.PPM1 = CellMean(net.PPM1)
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the tracer's notes on shape arithmetic: intended here
+        torch.onnx.export(net, (torch.rand(1, 3, 64, 96),), buf, dynamo=False, opset_version=OPSET,
+                          input_names=["x"], output_names=["L"],
+                          dynamic_axes={"x": {2: "h", 3: "w"}, "L": {2: "h", 3: "w"}})
+    return buf.getvalue()
+
+
+class Runner:
+    """Runs the exported network: (1, 3, h, w) float32 CPU tensor -> (1, 1, h, w) float32 tensor.
+
+    One compiled model per thread count, made when first needed: ``one_thread`` inputs (small photos,
+    see `backlitfix.enhance.ONE_THREAD_PIXELS`) run on one thread, as they do in PyTorch.
+    """
+
+    name = ""
+
+    def __init__(self, model: bytes, threads: int, precision: str = "fp32"):
+        import onnx  # noqa: F401 - torch's exporter needs it: missing, this is "not installed", not a failure
+
+        self.model, self.threads, self.precision = model, max(1, threads), precision
+        self._compiled: dict[int, Callable[[np.ndarray], np.ndarray]] = {}
+
+    def compiled(self, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+        if threads not in self._compiled:
+            self._compiled[threads] = self.compile(threads)
+        return self._compiled[threads]
+
+    def compile(self, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+        raise NotImplementedError
+
+    def __call__(self, x: torch.Tensor, one_thread: bool = False) -> torch.Tensor:
+        x = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
+        L = self.compiled(1 if one_thread else self.threads)(x)
+        if L.shape != (1, 1, *x.shape[2:]):  # OpenVINO ran a graph made for 4 channels on 3 without a word
+            raise RuntimeError(f"the runtime returned a {tuple(L.shape)} map for a {tuple(x.shape)} input")
+        return torch.from_numpy(np.array(L, dtype=np.float32))  # a copy: the runtime may reuse its buffer
+
+
+class OnnxRuntime(Runner):
+    """ONNX Runtime's CPU provider, float32 (it has no bf16 convolutions on the CPU)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, model: bytes, threads: int, precision: str = "fp32"):
+        import onnxruntime  # noqa: F401 - fail here, before any work, when it is missing
+
+        super().__init__(model, threads, "fp32")
+
+    def compile(self, threads):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3  # errors only
+        sess = ort.InferenceSession(self.model, opts, providers=["CPUExecutionProvider"])
+        return lambda x: sess.run(None, {"x": x})[0]
+
+
+class OpenVINO(Runner):
+    """OpenVINO's CPU plugin at the precision given: fp32, or bf16 (only where the caller found it native).
+
+    Its precision is always set: OpenVINO's own default is bf16 on any CPU it thinks can do it."""
+
+    name = "openvino"
+
+    def __init__(self, model: bytes, threads: int, precision: str = "fp32"):
+        import openvino  # noqa: F401
+
+        super().__init__(model, threads, precision)
+
+    def compile(self, threads):
+        import openvino as ov
+
+        core = ov.Core()
+        hint = "bf16" if self.precision == "bf16" else "f32"
+        cm = core.compile_model(core.read_model(self.model), "CPU", {
+            "INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads})
+        self.precision_used = cm.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # what it will really run
+        req = cm.create_infer_request()
+        return lambda x: req.infer({0: x})[0]
+
+
+RUNNERS = {"onnxruntime": OnnxRuntime, "openvino": OpenVINO}
+
+
+class Guarded:
+    """A runner that gives way to PyTorch for good, with one warning, the first time it raises."""
+
+    def __init__(self, runner: Runner, warn: Callable[[str], None]):
+        self.runner, self.warn, self.failed = runner, warn, False
+
+    @property
+    def name(self) -> str:
+        return "torch" if self.failed else self.runner.name
+
+    def __call__(self, x: torch.Tensor, one_thread: bool = False) -> torch.Tensor | None:
+        """L, or None when the backend has failed (now or before): the caller runs PyTorch instead."""
+        if self.failed:
+            return None
+        try:
+            return self.runner(x, one_thread)
+        except Exception as e:  # noqa: BLE001 - any failure of an optional runtime: PyTorch still works
+            self.failed = True
+            self.warn(f"backend {self.runner.name} failed ({type(e).__name__}: {_short(e)}); using PyTorch")
+            return None
+
+
+def _short(e: Exception) -> str:
+    text = " ".join(str(e).split())
+    return text[:200] + ("..." if len(text) > 200 else "")
+
+
+def make_backend(name: str, net: EnhanceNet, dtype: torch.dtype, device: torch.device,
+                 warn: Callable[[str], None] | None = None) -> Guarded | None:
+    """The runner for ``name`` (a `BACKENDS` entry), or None for PyTorch eager.
+
+    None also for a device other than the CPU, and for fp16 (a CPU runs it natively only with
+    AVX512-FP16; the user who forces it gets PyTorch's). A requested backend that is missing or fails to
+    build gives one warning and None; ``auto`` tries `AUTO_ORDER` quietly, since a missing optional
+    package is the normal case there. bf16 reaches OpenVINO only as ``dtype``, which
+    `backlitfix.enhance.pick_dtype` sets to bf16 only where the CPU has it natively.
+    """
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {name!r}")
+    warn = warn or (lambda msg: warnings.warn(msg, RuntimeWarning, stacklevel=3))
+    if name == "torch" or device.type != "cpu" or dtype == torch.float16:
+        return None
+    precision = "bf16" if dtype == torch.bfloat16 else "fp32"
+    threads = torch.get_num_threads()
+    model = None
+    for candidate in (AUTO_ORDER if name == "auto" else (name,)):
+        try:
+            runner = RUNNERS[candidate](b"", threads, precision)  # imports the package: fails early if missing
+            model = model or export_onnx(net)
+            runner.model = model
+            runner.compiled(threads)  # compile now: a broken install fails here, not on the first photo
+            return Guarded(runner, warn)
+        except ImportError:
+            if name != "auto":  # auto without the optional packages is the normal case: no word
+                warn(f"backend {candidate} is not installed (pip install 'backlitfix[fast]'); using PyTorch")
+        except Exception as e:  # noqa: BLE001 - a failed export or compile: installed but broken
+            warn(f"backend {candidate} failed ({type(e).__name__}: {_short(e)}); "
+                 f"{'trying the next' if name == 'auto' and candidate != AUTO_ORDER[-1] else 'using PyTorch'}")
+    return None
