@@ -90,7 +90,7 @@ def test_enhancer_result_same_with_backend(backend, dtype, runners):
     assert np.abs(out.astype(np.int64) - ref).max() <= (1 if dtype == np.uint8 else 257)
     small = Enhancer(n, working_megapixels=0.05, backend=runners[backend])
     assert small.illumination(small._small(px)).shape[-2:] == (194, 258)  # under ONE_THREAD_PIXELS
-    assert 1 in runners[backend].runner._compiled and runners[backend].name == backend
+    assert any(k[0] == 1 for k in runners[backend].runner._compiled) and runners[backend].name == backend
 
 
 def test_missing_package_falls_back_to_torch_with_one_warning(monkeypatch):
