@@ -8,7 +8,17 @@ Each case runs in its own process, so its peak RSS (ru_maxrss) is its own. Cases
   JPEG -> JPEG (fast at the default working resolution, at 1 MP, and in float32);
 - cli-fast: `backlitfix run` on the same file, including start-up (import torch, load the model);
 - reference-3mp: one full-resolution fp32 pass of the bare network on a 3 MP photo, as the reference
-  scripts do (no tiling, no working resolution).
+  scripts do (no tiling, no working resolution);
+- fast@BACKEND (torch, onnxruntime, openvino): fast mode with that backend forced (`--backends`);
+- net@CANDIDATE: the network alone at the 24 MP photo's working size, best of 3 calls after a warm-up,
+  with its set-up time (export, compile): torch-fp32/-bf16 (eager, channels-last), compile-fp32/-bf16
+  (torch.compile, dynamic shapes), onnxruntime-fp32, openvino-fp32/-bf16 (`--net`);
+- batch: `backlitfix run` on `--batch-count` 12 MP JPEGs: photos per minute and core use (the process's
+  CPU time / (wall x cores)).
+`--isa avx2` (or `both`) runs every case again as on an AVX2-only CPU: ATEN_CPU_CAPABILITY=avx2 and
+ONEDNN_MAX_CPU_ISA=AVX2 (PyTorch's kernels, oneDNN, and OpenVINO's CPU plugin, which obeys the oneDNN cap;
+backlitfix's auto precision then sees no native bf16). ONNX Runtime has no run-time ISA cap: its
+"avx2" rows still run AVX-512 and are marked so. bf16 candidates are skipped there (not native).
 The ratios printed at the end compare cases from this one run: these machines are noisy.
 """
 from __future__ import annotations
@@ -26,6 +36,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("BACKLITFIX_SHARED") or REPO.parent / "shared")
 SIZE_24MP = (6000, 4000)
+SIZE_12MP = (4243, 2828)
+AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+BACKENDS = ("torch", "onnxruntime", "openvino")
+NET_CANDIDATES = ("torch-fp32", "torch-bf16", "compile-fp32", "compile-bf16", "onnxruntime-fp32", "openvino-fp32",
+                  "openvino-bf16")
 CASES = {  # config overrides of the pipeline cases
     "fast": {"mode": "fast"},
     "fast-1mp": {"mode": "fast", "fast.working_megapixels": 1.0},
@@ -72,6 +87,8 @@ def run_case(case: str, src: Path, model: str, out_dir: Path) -> dict:
     from backlitfix.pipeline import SOFTWARE, Pipeline, load_enhancer
 
     dest = out_dir / f"{case}.jpg"
+    if case.startswith("net@"):
+        return run_net(case[4:], model)
     if case == "reference-3mp":
         from PIL import Image
 
@@ -90,9 +107,22 @@ def run_case(case: str, src: Path, model: str, out_dir: Path) -> dict:
         t_dec = time.perf_counter() - t
         encode(photo, dest, fmt="jpeg", quality=95, software=SOFTWARE)
         return {"seconds": time.perf_counter() - t, "decode_s": t_dec}
-    overrides = {"model": model, "device": os.environ.get("BENCH_DEVICE", "cpu"), **CASES[case]}
+    overrides = {"model": model, "device": os.environ.get("BENCH_DEVICE", "cpu")}
+    overrides.update(CASES[case] if case in CASES else {"mode": "fast", "backend": case.partition("@")[2]})
     cfg = load_config(None, overrides, user_config=None)
+    t = time.perf_counter()
     enhancer, _ = load_enhancer(cfg)
+    setup = time.perf_counter() - t
+    net_s = []  # the network's own time: Enhancer.illumination, timed in place
+    illumination = enhancer.illumination
+
+    def timed(x):
+        t = time.perf_counter()
+        L = illumination(x)
+        net_s.append(time.perf_counter() - t)
+        return L
+
+    enhancer.illumination = timed
     pipe = Pipeline(cfg, enhancer)
     job = Job(src, dest, "jpeg", "jpeg")
     t = time.perf_counter()
@@ -102,16 +132,84 @@ def run_case(case: str, src: Path, model: str, out_dir: Path) -> dict:
     t2 = time.perf_counter()
     pipe.save(photo, job)
     t3 = time.perf_counter()
-    return {"seconds": t3 - t, "decode_s": t1 - t, "enhance_s": t2 - t1, "encode_s": t3 - t2}
+    used = getattr(enhancer.backend, "name", "torch")  # what really ran (a backend may have given way)
+    return {"seconds": t3 - t, "decode_s": t1 - t, "enhance_s": t2 - t1, "encode_s": t3 - t2,
+            "network_s": sum(net_s), "setup_s": setup, "backend": used, "precision": str(enhancer.dtype)[6:]}
 
 
-def child(case: str, src: Path, model: str, out_dir: Path) -> dict:
+def run_net(candidate: str, model: str) -> dict:
+    """The network alone at the 24 MP photo's working size: set-up time and the best of 3 calls."""
+    import torch
+
+    from backlitfix.backends import make_backend
+    from backlitfix.enhance import working_size
+    from backlitfix.model.checkpoint import load_model
+
+    kind, _, precision = candidate.partition("-")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    net, _ = load_model(model)
+    h, w = working_size(SIZE_24MP[1], SIZE_24MP[0], 0.5)
+    x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+    t = time.perf_counter()
+    if kind in ("torch", "compile"):
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+        fn = torch.compile(net, dynamic=True) if kind == "compile" else net
+
+        def call():
+            with torch.no_grad(), torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+                return fn(x).float()
+    else:
+        run = make_backend(kind, net, dtype, torch.device("cpu"), warn=lambda m: sys.exit(m))
+        call = lambda: run(x)  # noqa: E731
+    L = call()  # the warm-up: torch.compile compiles here
+    setup = time.perf_counter() - t
+    calls = []
+    for _ in range(3):
+        t = time.perf_counter()
+        call()
+        calls.append(time.perf_counter() - t)
+    return {"seconds": min(calls), "setup_s": setup, "network_s": min(calls), "megapixels": h * w / 1e6,
+            "L_mean": float(L.mean())}
+
+
+def run_batch_case(src12: Path, count: int, model: str, out_dir: Path) -> dict:
+    """`backlitfix run` on ``count`` copies of a 12 MP JPEG (hard links: one decode cost, many files)."""
+    folder = out_dir / "batch_in"
+    folder.mkdir(exist_ok=True)
+    for i in range(count):
+        link = folder / f"p{i:03d}.jpg"
+        if not link.exists():
+            os.link(src12, link)
+    cmd = [sys.executable, "-m", "backlitfix.cli", "run", "--model", model,
+           "--device", os.environ.get("BENCH_DEVICE", "cpu"),
+           "-o", str(out_dir / "batch_out"), "--overwrite", "--", str(folder)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"seconds": wall, "photos": count, "photos_per_min": 60 * count / wall, "cpu_s": cpu,
+            "core_use": cpu / (wall * (os.cpu_count() or 1)), "peak_rss_mb": after.ru_maxrss / 1024,
+            "load_avg": os.getloadavg()[0]}
+
+
+def child(case: str, src: Path, model: str, out_dir: Path, env: dict | None = None, batch: int = 0) -> dict:
+    env = {**os.environ, **(env or {})}
+    if case == "batch":
+        code = (f"import json,sys; sys.path.insert(0, {str(REPO)!r}); from bench.speed import run_batch_case;"
+                f"from pathlib import Path; print(json.dumps(run_batch_case(Path({str(src)!r}), {batch}, {model!r},"
+                f" Path({str(out_dir)!r}))))")
+        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=REPO,
+                             env=env)
+        return {"case": case, **json.loads(out.stdout.strip().splitlines()[-1])}
     if case == "cli-fast":
         t = time.perf_counter()
         cmd = [sys.executable, "-m", "backlitfix.cli", "run", "--model", model,
                "--device", os.environ.get("BENCH_DEVICE", "cpu"),
                "-o", str(out_dir / "cli"), "--overwrite", "--", str(src)]
-        subprocess.run(cmd, check=True, capture_output=True)
+        subprocess.run(cmd, check=True, capture_output=True, env=env)
         wall = time.perf_counter() - t
         rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         return {"case": case, "seconds": wall, "peak_rss_mb": rss}
@@ -120,7 +218,10 @@ def child(case: str, src: Path, model: str, out_dir: Path) -> dict:
         f"from pathlib import Path; r = run_case({case!r}, Path({str(src)!r}), {model!r}, Path({str(out_dir)!r}));"
         " r['peak_rss_mb'] = peak_rss_mb(); print(json.dumps(r))"
     )
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=REPO)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env)
+    if out.returncode:  # one case that cannot run (a missing backend) must not end the comparison
+        return {"case": case, "error": " ".join((out.stderr or out.stdout).strip().splitlines()[-1:]),
+                "seconds": float("nan"), "peak_rss_mb": float("nan")}
     return {"case": case, **json.loads(out.stdout.strip().splitlines()[-1])}
 
 
@@ -132,39 +233,78 @@ def main():
     ap.add_argument("--repeat", type=int, default=1, help="runs per case; the best time is kept")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out")
     ap.add_argument("--device", default="cpu", help="cpu | cuda | mps: where the pipeline cases run the network")
+    ap.add_argument("--isa", choices=["native", "avx2", "both"], default="native",
+                    help="avx2: run the cases as on an AVX2-only CPU too (oneDNN/ATen caps; see above)")
+    ap.add_argument("--backends", nargs="*", default=list(BACKENDS), help="fast@BACKEND cases to run")
+    ap.add_argument("--net", nargs="*", default=list(NET_CANDIDATES), help="net@CANDIDATE cases to run")
+    ap.add_argument("--batch-count", type=int, default=0, help="12 MP photos in the batch case (0: no batch case)")
     args = ap.parse_args()
     os.environ["BENCH_DEVICE"] = args.device  # the child processes read it
 
     args.out.mkdir(parents=True, exist_ok=True)
+    isas = ["native", "avx2"] if args.isa == "both" else [args.isa]
     with tempfile.TemporaryDirectory(dir=args.out) as tmp:
         tmp = Path(tmp)
         src = make_photo(tmp / "photo_24mp.jpg", SIZE_24MP)
         cases = ["floor", "fast", "fast-1mp", "fast-fp32", "cli-fast", "reference-3mp"]
         cases += [] if args.skip_exact else ["exact"]
+        cases += [f"fast@{b}" for b in args.backends] + [f"net@{c}" for c in args.net]
+        cases += ["batch"] if args.batch_count else []
         if args.cases:
             cases = ["floor"] + [c for c in args.cases if c != "floor"]
+        src12 = make_photo(tmp / "photo_12mp.jpg", SIZE_12MP) if "batch" in cases else None
         results = {}
-        for case in cases:
-            runs = [child(case, src, args.model, tmp) for _ in range(args.repeat)]
-            best = min(runs, key=lambda r: r["seconds"])
-            best["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
-            results[case] = best
-            print(json.dumps(best), flush=True)
+        for isa in isas:
+            env = AVX2_ENV if isa == "avx2" else {}
+            for case in cases:
+                if isa == "avx2" and case.endswith("-bf16"):
+                    continue  # not native there: auto never picks it
+                runs = [child(case, src12 if case == "batch" else src, args.model, tmp, env, args.batch_count)
+                        for _ in range(args.repeat)]
+                best = min(runs, key=lambda r: r["seconds"] if r["seconds"] == r["seconds"] else float("inf"))
+                best["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+                best["isa"] = isa
+                results[f"{case} [{isa}]" if len(isas) > 1 else case] = best
+                print(json.dumps(best), flush=True)
 
-    floor = results["floor"]["seconds"]
-    print(f"\n24 MP JPEG -> JPEG on {os.cpu_count()} CPU cores ({SIZE_24MP[0]}x{SIZE_24MP[1]})")
-    print("| case | wall s | x floor | peak RSS MB | detail |")
-    print("|---|---|---|---|---|")
-    for case, r in results.items():
-        detail = ", ".join(f"{k} {v:.2f}" for k, v in r.items() if k.endswith("_s") or k == "megapixels")
-        ratio = f"{r['seconds'] / floor:.2f}" if case != "reference-3mp" else "-"
-        print(f"| {case} | {r['seconds']:.2f} | {ratio} | {r['peak_rss_mb']:.0f} | {detail} |")
-    if "reference-3mp" in results and "fast" in results:
-        ref = results["reference-3mp"]
+    print(f"\nCPU flags: {cpu_flags_line()}; load average {os.getloadavg()[0]:.2f} (1 min) at the end")
+    for isa in isas:
+        rows = {k: r for k, r in results.items() if r["isa"] == isa}
+        floor = next(r["seconds"] for k, r in rows.items() if r["case"] == "floor")
+        how = " (emulated: " + " ".join(f"{k}={v}" for k, v in AVX2_ENV.items()) + ")" if isa == "avx2" else ""
+        print(f"\n{isa}{how}: 24 MP JPEG -> JPEG on {os.cpu_count()} CPU cores ({SIZE_24MP[0]}x{SIZE_24MP[1]}), "
+              f"floor {floor:.2f} s")
+        print("| case | wall s | x floor | network s | set-up s | peak RSS MB | detail |")
+        print("|---|---|---|---|---|---|---|")
+        for r in rows.values():
+            case = r["case"]
+            if "error" in r:
+                print(f"| {case} | - | - | - | - | - | {r['error'][:120]} |")
+                continue
+            plain = case in ("reference-3mp", "batch") or case.startswith("net@")
+            ratio = "-" if plain else f"{r['seconds'] / floor:.2f}"
+            net = f"{r['network_s']:.2f}" if "network_s" in r else "-"
+            setup = f"{r['setup_s']:.2f}" if "setup_s" in r else "-"
+            skip = ("seconds", "network_s", "setup_s", "peak_rss_mb", "case", "isa")
+            detail = ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()
+                               if k not in skip)
+            if isa == "avx2" and "onnxruntime" in case:
+                detail += " (ONNX Runtime has no ISA cap: ran AVX-512)"
+            print(f"| {case} | {r['seconds']:.2f} | {ratio} | {net} | {setup} | {r['peak_rss_mb']:.0f} | {detail} |")
+    ref, fast = results.get("reference-3mp"), results.get("fast")
+    if ref and fast and "error" not in ref:
         per_mp = ref["seconds"] / ref["megapixels"]
         print(f"\nreference single pass: {per_mp:.2f} s/MP -> 24 MP would take ~{per_mp * 24:.0f} s in one pass; "
-              f"fast is {per_mp * 24 / results['fast']['seconds']:.0f}x quicker than that extrapolation")
+              f"fast is {per_mp * 24 / fast['seconds']:.0f}x quicker than that extrapolation")
     (args.out / "speed.json").write_text(json.dumps(results, indent=2))
+
+
+def cpu_flags_line() -> str:
+    from backlitfix.enhance import cpu_flags
+
+    wanted = ("avx", "avx2", "avx512f", "avx512bw", "avx512_bf16", "avx512_vnni", "avx512_fp16", "amx_bf16", "avx_vnni")
+    flags = cpu_flags()
+    return " ".join(f for f in wanted if f in flags) or "unknown"
 
 
 if __name__ == "__main__":
