@@ -11,9 +11,9 @@ resolution and the network's illumination map L for it. Two measurements, a line
 
 score = 2.6 * shadow_gain + 3.3 * top_light - 3.4 (a logistic fit on ../shared data; the weights were
 fitted with each photo weighted by how much a wrong decision would change it; held-out accuracy 84 %
-leaving one whole set out). The strength is a smoothstep of the score from -1 to +1: exactly 0 below
-(the photo is left alone, byte for byte), exactly 1 above, and smooth in between, so a photo near the
-boundary never flips between 0 and 1. It costs a few milliseconds at 0.5 MP.
+in 5-fold cross-validation; `bench/strength_fit.py` reproduces it). The strength is a smoothstep of
+the score from -1 to +1: exactly 0 below (the photo is left alone, byte for byte), exactly 1 above, and
+smooth in between, so a photo near the boundary never flips between 0 and 1. It costs a few milliseconds at 0.5 MP.
 """
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-REC709 = (0.2126, 0.7152, 0.0722)
-L_FLOOR = 1e-3  # as in enhance: the largest gain considered is about 10 stops
+from .constants import L_FLOOR
+from .constants import LUMA_REC709 as REC709
+
 SHADOWS = 0.30  # the darkest 30 % of the pixels: where a backlit subject sits
 W_SHADOW_GAIN, W_TOP_LIGHT, BIAS = 2.6, 3.3, -3.4
 SAMPLES = 150_000  # pixels measured, at most about this many
