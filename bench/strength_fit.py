@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from backlitfix.constants import LUMA_REC709 as REC709  # noqa: E402
+from backlitfix.constants import MAX_PIXELS  # noqa: E402
 from backlitfix.strength import SHADOWS, decide  # noqa: E402
 
 SHARED = Path(os.environ.get("BACKLITFIX_SHARED") or REPO.parent / "shared")
@@ -47,7 +48,7 @@ def measure(path: Path, enhancer) -> dict:
     from backlitfix.enhance import apply_gain
     from backlitfix.io.decode import decode
 
-    small, L = enhancer.working_pass(decode(path, max_pixels=250_000_000).pixels)
+    small, L = enhancer.working_pass(decode(path, max_pixels=MAX_PIXELS).pixels)
     d = decide(small, L)
     x = small[0].permute(1, 2, 0).contiguous()
     y0 = (x.numpy() @ np.asarray(REC709, np.float32))
