@@ -24,7 +24,12 @@ COPIES = {
 
 
 def test_the_config_default_is_the_constant():
+    import inspect
+
+    from backlitfix.eval.evaluate import evaluate
+
     assert load_config(user_config=None).input.max_pixels == C.MAX_PIXELS
+    assert inspect.signature(evaluate).parameters["max_pixels"].default == C.MAX_PIXELS  # was 200 MP
     for f in ("backlitfix/config.yaml", "config.yaml"):  # the shipped defaults and the documented example
         assert yaml.safe_load((REPO / f).read_text())["input"]["max_pixels"] == C.MAX_PIXELS, f
 

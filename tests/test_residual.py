@@ -186,6 +186,16 @@ def test_unreadable_files_are_skipped_with_reasons(tmp_path, clip):
     assert "truncated" in reasons["cut.jpg"] or "damaged" in reasons["cut.jpg"]
 
 
+def test_the_pixel_limit_applies_to_the_library(tmp_path, clip):
+    from backlitfix.training.library import embed_library
+
+    paths = _copy("welllit", WL[:2], tmp_path / "lib")  # kodim: 768 x 512 = 393 216 pixels
+    lib = embed_library(clip, paths, cache=None, max_pixels=393_215)
+    assert lib.paths == [] and [r for _, r in lib.skipped] == ["image has 393216 pixels, over the limit of 393215 "
+                                                               "(input.max_pixels)"] * 2
+    assert embed_library(clip, paths, cache=None, max_pixels=393_216).paths == paths
+
+
 def test_corrupt_cache_is_moved_aside_and_rebuilt(tmp_path, clip):
     from backlitfix.training.embedding_cache import EmbeddingCache
     from backlitfix.training.library import embed_library

@@ -94,7 +94,7 @@ def residual(welllit, backlit, output, clip_model, clip_pretrained, shift_tokens
     try:
         res = residual_from_folders(clip, welllit, backlit, embed_size=t.embed_size, shift_tokens=t.shift_tokens,
                                     cache=store, clip_pretrained=t.clip_pretrained,
-                                    log=None if as_json else _say)
+                                    log=None if as_json else _say, max_pixels=cfg.input.max_pixels)
         save_residual(res, output)
     except (ResidualError, PhotoError) as e:
         fail_usage(str(e))

@@ -138,6 +138,7 @@ def embed_library(
     log: Callable[[str], None] | None = None,
     exposure: bool = False,
     workers: int | None = None,
+    max_pixels: int = MAX_PIXELS,
 ) -> LibraryEmbeddings:
     """L2-normalised CLIP embeddings of the photos in ``paths``; unreadable files are skipped with a reason.
 
@@ -162,7 +163,7 @@ def embed_library(
             need_emb, need_exp = sha not in have_emb, exposure and sha not in have_exp
             if not (need_emb or need_exp):
                 return _Item(sha)
-            im = load_reduced(path, data, embed_size, size)
+            im = load_reduced(path, data, embed_size, size, max_pixels)
             return _Item(sha, clip_crop(im, size) if need_emb else None,
                          exposure_features(np.asarray(im)) if need_exp else None)
         except Exception as e:  # noqa: BLE001 - one bad photo must not stop a library
@@ -237,7 +238,7 @@ def embed_library(
     missing = [p for p, s in ok if s not in vectors]
     if missing:  # a cache row vanished between keys() and get_many() (another process pruned it): redo them
         again = embed_library(clip, missing, embed_size=embed_size, cache=None, batch_size=batch_size,
-                              exposure=False, workers=workers)
+                              exposure=False, workers=workers, max_pixels=max_pixels)
         vectors.update(zip(again.hashes, again.embeddings.numpy()))
         skipped += again.skipped
         ok = [(p, s) for p, s in ok if s in vectors]
@@ -252,7 +253,7 @@ def embed_library(
         allexp = {**cached_exp, **new_exp}
         exp = np.stack([allexp[s] for s in hashes]) if hashes and all(s in allexp for s in hashes) else None
         if hashes and exp is None:  # stats lost from the cache: recompute them for all (rare)
-            exp = np.stack([exposure_features(np.asarray(load_reduced(p, p.read_bytes(), embed_size, size)))
+            exp = np.stack([exposure_features(np.asarray(load_reduced(p, p.read_bytes(), embed_size, size, max_pixels)))
                             for p, _ in ok])
     return LibraryEmbeddings(paths=[p for p, _ in ok], embeddings=emb, skipped=skipped, hashes=hashes,
                              exposure=exp, n_embedded=len(computed), n_cached=len(from_cache))

@@ -181,7 +181,7 @@ def _images_of(folder: Path, what: str, recursive: bool) -> list[Path]:
 def residual_from_folders(clip, welllit: Path | str, backlit: Path | str | None = None, *,
                           embed_size: int = 448, shift_tokens: int = 0, cache="default", vocab_cache_dir=None,
                           clip_pretrained: str | None = None, recursive: bool = True, batch_size: int = 32,
-                          log: Callable[[str], None] | None = None) -> Residual:
+                          log: Callable[[str], None] | None = None, max_pixels: int | None = None) -> Residual:
     """Embed the two folders (or pick the backlit photos out of ``welllit`` when ``backlit`` is None) and
     compute the residual, shifted when ``shift_tokens`` > 0. Unreadable photos are skipped; ``.run`` of the
     result lists them, the photos of each set and the cache hits. ``cache``: "default" (the XDG cache),
@@ -194,7 +194,7 @@ def residual_from_folders(clip, welllit: Path | str, backlit: Path | str | None 
             return residual_from_folders(clip, welllit, backlit, embed_size=embed_size, shift_tokens=shift_tokens,
                                          cache=store, vocab_cache_dir=vocab_cache_dir,
                                          clip_pretrained=clip_pretrained, recursive=recursive,
-                                         batch_size=batch_size, log=log)
+                                         batch_size=batch_size, log=log, max_pixels=max_pixels)
 
     welllit = Path(welllit)
     wl_paths = _images_of(welllit, "well-lit", recursive)
@@ -203,8 +203,9 @@ def residual_from_folders(clip, welllit: Path | str, backlit: Path | str | None 
         wl_set = {p.resolve() for p in wl_paths}
         bl_paths = [p for p in bl_paths if p.resolve() not in wl_set]  # nested folders: a photo is in one set
     selecting = backlit is None
+    limit = {} if max_pixels is None else {"max_pixels": max_pixels}  # None: the shipped input.max_pixels
     lib = embed_library(clip, wl_paths + bl_paths, embed_size=embed_size, cache=cache, batch_size=batch_size,
-                        log=log, exposure=selecting)
+                        log=log, exposure=selecting, **limit)
     wl_set = set(wl_paths)
     n_wl_ok = sum(1 for p in lib.paths if p in wl_set)
     scores: list[float] = []
