@@ -50,6 +50,18 @@ def test_exact_mode_equals_one_full_resolution_pass():
     assert np.abs(out.astype(int) - ref).max() <= 1  # only rounding at .5 may differ
 
 
+def test_exact_mode_leaves_the_working_pass_network_as_it_was():
+    """Exact tiling wants the default memory layout; `Module.to` changes a module in place, so it takes a
+    copy: the channels-last network that an auto decision or a dry run's working pass uses is kept."""
+    px = golden_pixels()
+    enh = Enhancer(net(), mode="exact", tile=128)
+    assert enh.net.cond1.weight.is_contiguous(memory_format=torch.channels_last)
+    small, before = enh.working_pass(px)
+    enh.enhance(px)
+    assert enh.net.cond1.weight.is_contiguous(memory_format=torch.channels_last)  # was the default layout
+    assert torch.equal(enh.working_pass(px)[1], before)
+
+
 def test_fast_mode_is_exact_when_the_photo_is_no_larger_than_the_working_size():
     n, px = net(), golden_pixels()
     ref = single_pass_uint8(n, px)
