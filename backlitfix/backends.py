@@ -79,7 +79,8 @@ class Runner:
 
     One compiled model per thread count (and per input size where `static` is set), made when first
     needed and the last `KEEP` kept: ``one_thread`` inputs (small photos, see
-    `backlitfix.enhance.ONE_THREAD_PIXELS`) run on one thread, as they do in PyTorch.
+    `backlitfix.enhance.ONE_THREAD_PIXELS`) run on one thread, as they do in PyTorch, and always on the
+    dynamic-size model: small photos come in many sizes, and their buffers are small anyway.
     """
 
     name = ""
@@ -92,8 +93,8 @@ class Runner:
         self.model, self.threads, self.precision = model, max(1, threads), precision
         self._compiled: dict[tuple, Callable[[np.ndarray], np.ndarray]] = {}
 
-    def compiled(self, threads: int, shape: tuple[int, ...] = (1, 3, 64, 96)) -> Callable[[np.ndarray], np.ndarray]:
-        key = (threads, tuple(shape) if self.static else None)
+    def compiled(self, threads: int, shape: tuple[int, ...] | None = None) -> Callable[[np.ndarray], np.ndarray]:
+        key = (threads, tuple(shape) if self.static and shape else None)
         fn = self._compiled.pop(key, None) or self.compile(*key)
         self._compiled[key] = fn  # most recently used last
         while len(self._compiled) > self.KEEP:
@@ -105,7 +106,7 @@ class Runner:
 
     def __call__(self, x: torch.Tensor, one_thread: bool = False) -> torch.Tensor:
         x = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
-        L = self.compiled(1 if one_thread else self.threads, x.shape)(x)
+        L = self.compiled(1, None)(x) if one_thread else self.compiled(self.threads, x.shape)(x)
         if L.shape != (1, 1, *x.shape[2:]):  # OpenVINO ran a graph made for 4 channels on 3 without a word
             raise RuntimeError(f"the runtime returned a {tuple(L.shape)} map for a {tuple(x.shape)} input")
         return torch.from_numpy(np.array(L, dtype=np.float32))  # a copy: the runtime may reuse its buffer
@@ -128,6 +129,8 @@ class OnnxRuntime(Runner):
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.enable_cpu_mem_arena = False  # its arena grew by 0.6 GB on each of the first 0.5 MP runs
+        # Idle threads sleep instead of spinning: the cores are shared with decode/encode threads.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3  # errors only
         sess = ort.InferenceSession(self.model, opts, providers=["CPUExecutionProvider"])
         return lambda x: sess.run(None, {"x": x})[0]
@@ -152,7 +155,8 @@ class OpenVINO(Runner):
         core = ov.Core()
         hint = "bf16" if self.precision == "bf16" else "f32"
         model = core.read_model(self.model)
-        model.reshape(list(shape))
+        if shape:
+            model.reshape(list(shape))
         cm = core.compile_model(model, "CPU", {
             "INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads})
         self.precision_used = cm.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # what it will really run
@@ -213,7 +217,7 @@ def make_backend(name: str, net: EnhanceNet, dtype: torch.dtype, device: torch.d
             runner = RUNNERS[candidate](b"", threads, precision)  # imports the package: fails early if missing
             model = model or export_onnx(net)
             runner.model = model
-            runner.compiled(threads)  # compile now (a small size): a broken install fails here, not on a photo
+            runner.compiled(1)  # small photos' model, compiled now: a broken install fails here, not on a photo
             return Guarded(runner, warn)
         except ImportError:
             if name != "auto":  # auto without the optional packages is the normal case: no word

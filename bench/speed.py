@@ -165,12 +165,25 @@ def run_net(candidate: str, model: str) -> dict:
     L = call()  # the warm-up: torch.compile compiles here
     setup = time.perf_counter() - t
     calls = []
+    cpu = time.process_time()
     for _ in range(3):
         t = time.perf_counter()
         call()
         calls.append(time.perf_counter() - t)
+    # CPU seconds per call, all threads: the work, less sensitive than wall time to a shared machine's load
+    # (but a runtime's spinning threads count too).
     return {"seconds": min(calls), "setup_s": setup, "network_s": min(calls), "megapixels": h * w / 1e6,
-            "L_mean": float(L.mean())}
+            "cpu_per_call_s": (time.process_time() - cpu) / 3, "L_mean": float(L.mean())}
+
+
+def run_cli_case(src: Path, model: str, out_dir: Path) -> dict:
+    """`backlitfix run` on the one photo, start-up included."""
+    cmd = [sys.executable, "-m", "backlitfix.cli", "run", "--model", model,
+           "--device", os.environ.get("BENCH_DEVICE", "cpu"), "-o", str(out_dir / "cli"), "--overwrite", "--", str(src)]
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    wall = time.perf_counter() - t
+    return {"seconds": wall, "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
 
 
 def run_batch_case(src12: Path, count: int, model: str, out_dir: Path) -> dict:
@@ -204,15 +217,13 @@ def child(case: str, src: Path, model: str, out_dir: Path, env: dict | None = No
         out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=REPO,
                              env=env)
         return {"case": case, **json.loads(out.stdout.strip().splitlines()[-1])}
-    if case == "cli-fast":
-        t = time.perf_counter()
-        cmd = [sys.executable, "-m", "backlitfix.cli", "run", "--model", model,
-               "--device", os.environ.get("BENCH_DEVICE", "cpu"),
-               "-o", str(out_dir / "cli"), "--overwrite", "--", str(src)]
-        subprocess.run(cmd, check=True, capture_output=True, env=env)
-        wall = time.perf_counter() - t
-        rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        return {"case": case, "seconds": wall, "peak_rss_mb": rss}
+    if case == "cli-fast":  # through a fresh wrapper process: RUSAGE_CHILDREN's peak is then the CLI's own
+        code = (f"import json,sys; sys.path.insert(0, {str(REPO)!r}); from bench.speed import run_cli_case;"
+                f"from pathlib import Path; print(json.dumps(run_cli_case(Path({str(src)!r}), {model!r},"
+                f" Path({str(out_dir)!r}))))")
+        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=REPO,
+                             env=env)
+        return {"case": case, **json.loads(out.stdout.strip().splitlines()[-1])}
     code = (  # !r: each value as a Python literal in the child's source
         f"import json,sys; sys.path.insert(0, {str(REPO)!r}); from bench.speed import run_case, peak_rss_mb;"
         f"from pathlib import Path; r = run_case({case!r}, Path({str(src)!r}), {model!r}, Path({str(out_dir)!r}));"
@@ -253,19 +264,21 @@ def main():
         if args.cases:
             cases = ["floor"] + [c for c in args.cases if c != "floor"]
         src12 = make_photo(tmp / "photo_12mp.jpg", SIZE_12MP) if "batch" in cases else None
+        runs: dict[str, list[dict]] = {}
+        for _ in range(args.repeat):  # repeats interleaved, so a shared machine's load drifts over every case alike
+            for isa in isas:
+                env = AVX2_ENV if isa == "avx2" else {}
+                for case in cases:
+                    if isa == "avx2" and case.endswith("-bf16"):
+                        continue  # not native there: auto never picks it
+                    r = child(case, src12 if case == "batch" else src, args.model, tmp, env, args.batch_count)
+                    r.update(isa=isa, load_avg=round(os.getloadavg()[0], 2))
+                    runs.setdefault(f"{case} [{isa}]" if len(isas) > 1 else case, []).append(r)
+                    print(json.dumps(r), flush=True)
         results = {}
-        for isa in isas:
-            env = AVX2_ENV if isa == "avx2" else {}
-            for case in cases:
-                if isa == "avx2" and case.endswith("-bf16"):
-                    continue  # not native there: auto never picks it
-                runs = [child(case, src12 if case == "batch" else src, args.model, tmp, env, args.batch_count)
-                        for _ in range(args.repeat)]
-                best = min(runs, key=lambda r: r["seconds"] if r["seconds"] == r["seconds"] else float("inf"))
-                best["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
-                best["isa"] = isa
-                results[f"{case} [{isa}]" if len(isas) > 1 else case] = best
-                print(json.dumps(best), flush=True)
+        for key, rs in runs.items():
+            best = min(rs, key=lambda r: r["seconds"] if r["seconds"] == r["seconds"] else float("inf"))
+            results[key] = {**best, "peak_rss_mb": max(r["peak_rss_mb"] for r in rs)}
 
     print(f"\nCPU flags: {cpu_flags_line()}; load average {os.getloadavg()[0]:.2f} (1 min) at the end")
     for isa in isas:
