@@ -68,9 +68,14 @@ def measure(path: Path, enhancer) -> dict:
 
 
 def collect(cache: Path) -> list[tuple[str, str, dict]]:
+    import hashlib
+
     from backlitfix.config import load_config
     from backlitfix.pipeline import load_enhancer
 
+    # One cache per default model: another model's L gives other measurements.
+    model = REPO / "backlitfix" / "models" / "default.safetensors"
+    cache = cache / hashlib.sha256(model.read_bytes()).hexdigest()[:12]
     cache.mkdir(parents=True, exist_ok=True)
     enhancer = None
     rows = []
