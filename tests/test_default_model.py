@@ -55,6 +55,9 @@ def test_default_model_loads_with_complete_metadata():
     # no photo is both trained on and held out
     assert not {n for n, _ in files["backlit_train"]} & {n for n, _ in files["backlit_heldout"]}
     assert extra["training_seconds"] > 0
+    # the shipped snapshot is the one the held-out photos chose (issue 17)
+    curve = extra["heldout_curve"]
+    assert extra["selected_step"] == min(curve, key=lambda c: c["heldout"])["step"] <= s["steps"]
 
 
 def test_default_model_is_sane_on_synthetic_scenes():
@@ -211,6 +214,14 @@ def test_recipe_smoke_run_writes_a_loadable_model(tmp_path):
     assert info.method == "zero-reference+stats-residual"
     assert info.extra["settings"]["steps"] == 3
     assert info.extra["data_files"]["welllit"][0][0].startswith("welllit/")
+    # held-out snapshots every 2 steps and after the last; the written weights are the best-scoring one
+    curve = info.extra["heldout_curve"]
+    assert [c["step"] for c in curve] == [2, 3]
+    best = min(curve, key=lambda c: c["heldout"])
+    assert info.extra["selected_step"] == best["step"]
+    assert all(c["heldout"] > 0 and c["train"] > 0 for c in curve)
+    assert info.extra["settings"]["precision"] in ("bf16", "fp32")  # "auto" resolved for this host
+    assert info.extra["estimated_seconds"] > 0
     with torch.no_grad():
         L = net(torch.rand(1, 3, 40, 40))
     assert torch.isfinite(L).all()
