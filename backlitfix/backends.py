@@ -6,9 +6,11 @@ unrolls it for the example's size (measured: a 20 MB graph, 9 minutes to export,
 the exported copy pools with `CellMean`: the same cells, [floor(i n / b), ceil((i + 1) n / b)), computed in
 the graph from the input's shape. The live network is never changed; exact mode always runs PyTorch.
 
-Measured side by side (bench/speed.py, docs/performance.md), the network at 0.5 MP on 2 cores took, with
-AVX-512 + native bf16: eager fp32 3.1 s, eager bf16 2.8 s, ONNX Runtime fp32 1.9 s, OpenVINO f32 1.2 s,
-OpenVINO bf16 0.63 s. So ``auto`` takes OpenVINO where it is installed, then ONNX Runtime, then PyTorch.
+Measured side by side (bench/speed.py, docs/performance.md), the network at 0.5 MP on a shared 2-core CPU
+took, with AVX-512 + native bf16: eager fp32 3.11 s, eager bf16 2.86 s, ONNX Runtime fp32 1.92 s, OpenVINO
+f32 1.28 s, OpenVINO bf16 0.70 s; on an emulated AVX2 CPU: eager fp32 4.17 s, OpenVINO f32 1.90 s. So
+``auto`` takes OpenVINO where it is installed, then ONNX Runtime, then PyTorch. (torch.compile was slower
+than OpenVINO, compiles for 10-45 s per process, and gave a wrong map under the AVX2 emulation.)
 Both packages are optional (``pip install backlitfix[fast]``); a backend that is missing or fails gives
 way to PyTorch with one warning.
 """
@@ -104,6 +106,10 @@ class Runner:
     def compile(self, threads: int, shape: tuple[int, ...] | None) -> Callable[[np.ndarray], np.ndarray]:
         raise NotImplementedError
 
+    def check(self) -> None:
+        """Fail now, not on the first photo, where the runtime cannot take the model."""
+        self.compiled(self.threads)
+
     def __call__(self, x: torch.Tensor, one_thread: bool = False) -> torch.Tensor:
         x = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
         L = self.compiled(1, None)(x) if one_thread else self.compiled(self.threads, x.shape)(x)
@@ -142,6 +148,7 @@ class OpenVINO(Runner):
     Its precision is always set: OpenVINO's own default is bf16 on any CPU it thinks can do it."""
 
     name = "openvino"
+    precision_used = ""  # the precision its last compiled model runs, as OpenVINO names it (f32, bf16)
     static = True  # at 0.5 MP, f32: 380 MB of working memory against 660 MB with dynamic sizes
 
     def __init__(self, model: bytes, threads: int, precision: str = "fp32"):
@@ -157,11 +164,21 @@ class OpenVINO(Runner):
         model = core.read_model(self.model)
         if shape:
             model.reshape(list(shape))
+        # No pinning (OpenVINO pins its threads by default): the cores are shared with decode/encode threads
+        # and other programs. 30-photo batch, emulated AVX2, loaded machine: pinned 157 s, unpinned 122 s,
+        # the same CPU seconds (the pinned threads waited for their busy core).
         cm = core.compile_model(model, "CPU", {
-            "INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads})
+            "INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
+            "ENABLE_CPU_PINNING": False})
         self.precision_used = cm.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # what it will really run
         req = cm.create_infer_request()
         return lambda x: req.infer({0: x})[0]
+
+    def check(self):
+        """Parse the model only: a compiled model that no photo uses held ~80 MB."""
+        import openvino as ov
+
+        ov.Core().read_model(self.model)
 
 
 RUNNERS = {"onnxruntime": OnnxRuntime, "openvino": OpenVINO}
@@ -217,7 +234,7 @@ def make_backend(name: str, net: EnhanceNet, dtype: torch.dtype, device: torch.d
             runner = RUNNERS[candidate](b"", threads, precision)  # imports the package: fails early if missing
             model = model or export_onnx(net)
             runner.model = model
-            runner.compiled(1)  # small photos' model, compiled now: a broken install fails here, not on a photo
+            runner.check()
             return Guarded(runner, warn)
         except ImportError:
             if name != "auto":  # auto without the optional packages is the normal case: no word

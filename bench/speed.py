@@ -13,8 +13,8 @@ Each case runs in its own process, so its peak RSS (ru_maxrss) is its own. Cases
 - net@CANDIDATE: the network alone at the 24 MP photo's working size, best of 3 calls after a warm-up,
   with its set-up time (export, compile): torch-fp32/-bf16 (eager, channels-last), compile-fp32/-bf16
   (torch.compile, dynamic shapes), onnxruntime-fp32, openvino-fp32/-bf16 (`--net`);
-- batch: `backlitfix run` on `--batch-count` 12 MP JPEGs: photos per minute and core use (the process's
-  CPU time / (wall x cores)).
+- batch: `backlitfix run --backend BATCH_BACKEND` on `--batch-count` copies of a 12 MP JPEG, start-up
+  included: photos per minute and core use (the process's CPU time / (wall x cores)).
 `--isa avx2` (or `both`) runs every case again as on an AVX2-only CPU: ATEN_CPU_CAPABILITY=avx2 and
 ONEDNN_MAX_CPU_ISA=AVX2 (PyTorch's kernels, oneDNN, and OpenVINO's CPU plugin, which obeys the oneDNN cap;
 backlitfix's auto precision then sees no native bf16). ONNX Runtime has no run-time ISA cap: its
@@ -187,21 +187,26 @@ def run_cli_case(src: Path, model: str, out_dir: Path) -> dict:
 
 
 def run_batch_case(src12: Path, count: int, model: str, out_dir: Path) -> dict:
-    """`backlitfix run` on ``count`` copies of a 12 MP JPEG (hard links: one decode cost, many files)."""
+    """`backlitfix run` on ``count`` copies of a 12 MP JPEG (copies: run takes hard links to one file as one)."""
+    import shutil
+
     folder = out_dir / "batch_in"
     folder.mkdir(exist_ok=True)
     for i in range(count):
-        link = folder / f"p{i:03d}.jpg"
-        if not link.exists():
-            os.link(src12, link)
+        copy = folder / f"p{i:03d}.jpg"
+        if not copy.exists():
+            shutil.copyfile(src12, copy)
     cmd = [sys.executable, "-m", "backlitfix.cli", "run", "--model", model,
-           "--device", os.environ.get("BENCH_DEVICE", "cpu"),
+           "--device", os.environ.get("BENCH_DEVICE", "cpu"), "--backend", os.environ.get("BENCH_BACKEND", "auto"),
            "-o", str(out_dir / "batch_out"), "--overwrite", "--", str(folder)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True)
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    written = len(list((out_dir / "batch_out").glob("*.jpg")))
+    if written != count:  # a batch that skipped photos would time nothing
+        raise SystemExit(f"batch: {written} of {count} photos written; {done.stderr.strip()[-300:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"seconds": wall, "photos": count, "photos_per_min": 60 * count / wall, "cpu_s": cpu,
             "core_use": cpu / (wall * (os.cpu_count() or 1)), "peak_rss_mb": after.ru_maxrss / 1024,
@@ -249,8 +254,10 @@ def main():
     ap.add_argument("--backends", nargs="*", default=list(BACKENDS), help="fast@BACKEND cases to run")
     ap.add_argument("--net", nargs="*", default=list(NET_CANDIDATES), help="net@CANDIDATE cases to run")
     ap.add_argument("--batch-count", type=int, default=0, help="12 MP photos in the batch case (0: no batch case)")
+    ap.add_argument("--batch-backend", default="auto", help="the batch case's --backend")
     args = ap.parse_args()
     os.environ["BENCH_DEVICE"] = args.device  # the child processes read it
+    os.environ["BENCH_BACKEND"] = args.batch_backend
 
     args.out.mkdir(parents=True, exist_ok=True)
     isas = ["native", "avx2"] if args.isa == "both" else [args.isa]

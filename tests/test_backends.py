@@ -168,6 +168,7 @@ def test_avx2_cap_means_no_native_bf16_for_any_backend(monkeypatch):
     assert torch.bfloat16 not in native_dtypes(CPU) and pick_dtype("auto", CPU) == torch.float32
     installed("openvino")
     run = make_backend("openvino", net(), pick_dtype("auto", CPU), CPU, warn=pytest.fail)
+    run(torch.rand(1, 3, 40, 60))
     assert run.runner.precision_used == "f32"
 
 
