@@ -147,7 +147,7 @@ def main() -> None:
     chosen = ["shadow_gain", "top_light"]
     coef, bias = fit(X(chosen), y, w)
     print(f"{len(rows)} photos; fitted on all: score = {coef[0]:.2f} * shadow_gain + {coef[1]:.2f} * top_light "
-          f"{bias:+.2f}  (strength.py ships 2.6, 3.3, -3.4)")
+          f"{bias:+.2f}  (strength.py ships 2.3, 3.4, -3.3)")
 
     def held_out(feats, folds):
         Xf, z = X(feats), np.zeros(len(rows))
