@@ -74,7 +74,7 @@ def shrunk_sets(root: Path, n: int) -> dict[str, Path]:
 
 @pytest.fixture
 def one_torch_thread():
-    """Tiny models: threads only contend on a busy CPU (tests/test_residual.py measured 20x)."""
+    """Tiny models: threads only contend on a busy CPU (tests/training/test_training_residual.py measured 20x)."""
     import torch
 
     threads = torch.get_num_threads()

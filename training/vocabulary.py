@@ -10,7 +10,8 @@ Two speed-ups that do not change the result (reference 6.1 item 6 embeds one tok
 - Each distinct token sequence is embedded once, in batches of 1024.
 - The text tower is causal: the end-of-text feature depends only on the positions up to it. Single-token
   strings re-tokenize to at most a few tokens, so the batch runs on the first few positions instead of 77
-  (about 13x less work). ``tests/test_explain.py`` checks this against the model's own ``encode_text``.
+  (about 13x less work). ``tests/training/test_training_vocabulary.py`` checks this against
+  the model's own ``encode_text``.
 The result is cached in a safetensors file per model and weights (``$XDG_CACHE_HOME/backlitfix/vocab/``).
 """
 from __future__ import annotations

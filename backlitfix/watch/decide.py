@@ -7,7 +7,7 @@ that a decision needs is missing, :func:`decide` asks for it (``hash``, ``plan``
 was done already costs a ``stat`` and a journal lookup, not a hash.
 
 The rules that keep a photographer's work safe live here, in one place, with a table of tests
-(``tests/test_watch_decide.py``):
+(``tests/watch/test_watch_decide.py``):
 
 * an output file is only ever written from one content: a redo after a kill writes the same bytes
   again; a file whose content changed is a new photo as far as its output goes (a camera reusing a

@@ -241,7 +241,7 @@ def test_enhancer_hands_back_a_small_illumination_map():
 def test_report_shows_strength_burst_and_filters_left_alone_in_chromium(tmp_path):
     """Auto strength (issue 12): each card says the strength applied and its burst, and the "Left alone"
     chip shows only the photos whose light needed nothing, in real Chromium."""
-    from test_run_auto import burst
+    from test_pipeline_auto_strength import burst
 
     d = tmp_path / "shoot"
     d.mkdir()

@@ -1,7 +1,7 @@
 """`decide`, the watch daemon's one decision function: a table with a row for every case.
 
 Rows marked "fault N" are the cases of issue 14 that the daemon got wrong before `decide` existed
-(their end-to-end regression tests are in test_watch_faults.py).
+(their end-to-end regression tests are in test_watch_daemon_faults.py).
 """
 from __future__ import annotations
 

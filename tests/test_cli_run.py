@@ -52,7 +52,7 @@ def shoot(tmp_path) -> Path:
 @pytest.mark.slow  # whole runs over real photos
 def test_run_corrects_a_shoot_and_never_touches_originals(shoot):
     before = tree_hashes(shoot)
-    # --strength 1: the correction itself (auto strength is tested in test_run_auto.py)
+    # --strength 1: the correction itself (auto strength is tested in test_pipeline_auto_strength.py)
     r = cli("run", "--model", model(), "--json", "--strength", "1", str(shoot))
     assert r.exit_code == 0, r.output
     summary = json.loads(r.stdout)

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from conftest import CLI, shared_path
-from test_run_auto import burst, exif
+from test_pipeline_auto_strength import burst, exif
 
 pytestmark = pytest.mark.slow  # the real daemon in a subprocess, across a restart
 

@@ -22,7 +22,7 @@ from PIL import Image
 from backlitfix.cli import main
 from backlitfix.watch.journal import Journal
 from conftest import CLI, model, photo
-from test_watch import (  # noqa: F401 - env, inbox and watcher are fixtures
+from test_watch_daemon import (  # noqa: F401 - env, inbox and watcher are fixtures
     JOURNAL,
     SMALL,
     decodes,
