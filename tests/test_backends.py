@@ -177,3 +177,13 @@ def test_openvino_bf16_only_where_asked():
     run = OpenVINO(export_onnx(net()), 1, "bf16")
     run.compiled(1)
     assert run.precision_used == "bf16"
+
+
+def test_export_is_reused_for_the_same_weights_only():
+    """Loading the same model again (the API, a test suite) skips the 1-2 s export; other weights do not."""
+    a, b = export_onnx(net()), export_onnx(net())
+    assert a is b
+    other = net()
+    with torch.no_grad():
+        other.cond1.bias.add_(1e-3)
+    assert export_onnx(other) != a
