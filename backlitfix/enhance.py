@@ -29,11 +29,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .constants import L_FLOOR
+from .constants import LUMA_REC601 as LUMA  # the upsampler's guide: Rec. 601 luma of the encoded values
 from .model.network import EnhanceNet
 from .tiling import InPlaceTiles, exact_L
 
-L_FLOOR = 1e-3  # L below this would multiply the input by more than 1000: treat as that.
-LUMA = (0.299, 0.587, 0.114)
 STRIP_ROWS = 256  # rows per full-resolution strip on the CPU: a few MB per temporary
 # A network input below this many pixels runs on one CPU thread. Its ops are too short to share, and each
 # waits at a barrier for a thread that a busy core has descheduled. 2 cores, `run` on 0.04-0.07 MP photos,
