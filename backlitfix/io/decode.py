@@ -38,7 +38,7 @@ from .metadata import (
 )
 from .orientation import orientation_of_flip, upright
 from .raw import _params as raw_params
-from .raw import decode_raw
+from .raw import decode_raw, libraw_errors
 from .tiff_ifd import TiffFormatError, TiffReader, image_data_end, page_directories, sample_format
 
 # A truncated file is an error, never a silently grey-filled picture
@@ -461,7 +461,7 @@ def _reduce_by_whole_factor(im: Image.Image, reduce_to: int, min_short: int) -> 
 
 def _decode_raw_reduced(path: Path, data: bytes | None, max_pixels: int, reduce_to: int, min_short: int) -> Photo:
     """A RAW's embedded preview when it is large enough, else LibRaw's half-size development."""
-    try:
+    with libraw_errors(path):
         with rawpy.imread(io.BytesIO(data) if data is not None else str(path)) as raw:
             s = raw.sizes
             if max(s.width * s.height, s.raw_width * s.raw_height) > max_pixels:
@@ -474,12 +474,6 @@ def _decode_raw_reduced(path: Path, data: bytes | None, max_pixels: int, reduce_
                 params.update(output_bps=8, half_size=True)
                 rgb = Image.fromarray(raw.postprocess(**params))
                 im = upright(np.asarray(_reduce_by_whole_factor(rgb, reduce_to, min_short)), flip)
-    except rawpy.LibRawFileUnsupportedError:
-        raise PhotoError(path, "not a RAW file LibRaw can read (unsupported or damaged)") from None
-    except (rawpy.LibRawIOError, rawpy.LibRawDataError, rawpy.LibRawOutOfOrderCallError):
-        raise PhotoError(path, "truncated or corrupt RAW data") from None
-    except rawpy.LibRawError as e:
-        raise PhotoError(path, f"RAW decoding failed ({type(e).__name__})") from None
     return Photo(path, im, Metadata(icc=srgb_profile(), source_format="raw", bit_depth=8))
 
 

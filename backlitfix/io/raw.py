@@ -12,6 +12,8 @@ Rendering choices, as a photographer would expect from a neutral conversion:
 from __future__ import annotations
 
 import mmap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,19 @@ from .tiff_ifd import TiffFormatError, TiffReader, image_data_end
 _XMP = 0x02BC
 
 
+@contextmanager
+def libraw_errors(path: Path) -> Iterator[None]:
+    """LibRaw's exceptions as one-line `PhotoError`s naming the file (full and reduced decoding alike)."""
+    try:
+        yield
+    except rawpy.LibRawFileUnsupportedError:
+        raise PhotoError(path, "not a RAW file LibRaw can read (unsupported or damaged)") from None
+    except (rawpy.LibRawIOError, rawpy.LibRawDataError, rawpy.LibRawOutOfOrderCallError):
+        raise PhotoError(path, "truncated or corrupt RAW data") from None
+    except rawpy.LibRawError as e:
+        raise PhotoError(path, f"RAW decoding failed ({type(e).__name__})") from None
+
+
 def decode_raw(path: Path, *, max_pixels: int) -> Photo:
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
         try:
@@ -36,19 +51,13 @@ def decode_raw(path: Path, *, max_pixels: int) -> Photo:
             _check_complete(path, reader)
             exif, _, warnings = clean_file_exif(buf, path.name)  # orientation comes from LibRaw below
             xmp = _embedded_xmp(reader)
-    try:
+    with libraw_errors(path):
         with rawpy.imread(str(path)) as raw:
             s = raw.sizes
             pixels = max(s.width * s.height, s.raw_width * s.raw_height)
             if pixels > max_pixels:
                 raise PhotoError(path, f"image has {pixels} pixels, over the limit of {max_pixels} (input.max_pixels)")
             rgb = raw.postprocess(**_params(raw))
-    except rawpy.LibRawFileUnsupportedError:
-        raise PhotoError(path, "not a RAW file LibRaw can read (unsupported or damaged)") from None
-    except (rawpy.LibRawIOError, rawpy.LibRawDataError, rawpy.LibRawOutOfOrderCallError):
-        raise PhotoError(path, "truncated or corrupt RAW data") from None
-    except rawpy.LibRawError as e:
-        raise PhotoError(path, f"RAW decoding failed ({type(e).__name__})") from None
     if path.suffix.lower() == ".dng":
         rgb = _default_crop(rgb, s)
     rgb = upright(rgb, orientation_of_flip(s.flip))
