@@ -108,7 +108,10 @@ def sha256(p: Path) -> str:
 
 
 def load_rgb(p: Path, long_side: int) -> torch.Tensor:
-    """A photo, upright, RGB, resized (Lanczos) so its long side is at most ``long_side``: (3, h, w) uint8."""
+    """A photo, upright, RGB, resized (Lanczos) so its long side is at most ``long_side``: (3, h, w) uint8.
+
+    Deliberately not `backlitfix.io.decode(reduce_to=)` (draft decoding, ICC to sRGB): the recipe must
+    reproduce the shipped weights from the same pixels it was trained on."""
     with Image.open(p) as im:
         im = ImageOps.exif_transpose(im).convert("RGB")
         s = long_side / max(im.size)

@@ -24,6 +24,7 @@ from backlitfix.constants import LUMA_REC601, MAX_PIXELS
 from backlitfix.enhance import Enhancer, pick_dtype
 from backlitfix.io import decode
 from backlitfix.io.atomic import atomic_write_bytes
+from backlitfix.io.walk import Policy, find_images
 from backlitfix.model.checkpoint import load_model
 
 LUMA = np.array(LUMA_REC601, dtype=np.float32)
@@ -70,7 +71,7 @@ def enhancer_for(path: Path) -> Enhancer:
 
 
 def photos(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    return list(find_images(folder, Policy(recursive=False, extensions=(".jpg", ".jpeg", ".png"))))
 
 
 def cached_output(enh: Enhancer, cache: Path, photo: Path, pixels: np.ndarray) -> np.ndarray:
