@@ -182,6 +182,7 @@ def run(paths, dry_run, as_json, with_report, **opts):
             **({"interrupted": interrupted} if interrupted else {}),
             "ignored": work.ignored,
             "ignored_files": [{"input": str(p), "reason": why} for p, why in work.ignored_files],
+            "subfolders_not_searched": [str(p) for p in work.subfolders],
             "seconds": round(elapsed, 3),
             **({"report": str(report_path) if report_path else None} if with_report else {}),
             "files": [r.to_json() for r in results]
@@ -198,6 +199,10 @@ def run(paths, dry_run, as_json, with_report, **opts):
         if interrupted:
             parts.append(f"{interrupted} not done (interrupted)")
         click.echo(f"backlitfix: {', '.join(parts) or 'no photos found'} in {elapsed:.1f} s", err=True)
+        if work.subfolders:
+            n, names = len(work.subfolders), ", ".join(shown(p.name) for p in work.subfolders[:3])
+            click.echo(f"backlitfix: {n} sub-folder{'s' * (n > 1)} not searched ({names}{', ...' * (n > 3)}); "
+                       "-r searches them", err=True)
         if report_path:
             click.echo(f"backlitfix: report: {shown(report_path)}", err=True)
     sys.exit(EXIT_INTERRUPTED if interrupted else EXIT_FAILED if counts["failed"] else EXIT_OK)

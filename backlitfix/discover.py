@@ -66,6 +66,9 @@ class Plan:
     ignored: int = 0  # non-image files, sidecars and our own outputs found in folders and skipped
     duplicates: int = 0  # inputs reached more than once and processed once
     ignored_files: list[tuple[Path, str]] = field(default_factory=list)  # (path, why) of each ignored file
+    # Sub-folders of a folder argument that a walk without -r did not enter: named in the summary, so that a
+    # shoot split into card folders is not half-processed without a word.
+    subfolders: list[Path] = field(default_factory=list)
 
     def ignore(self, path: Path, why: str) -> None:
         self.ignored += 1
@@ -120,6 +123,15 @@ def _walk(root: Path, recursive: bool, skip_dirs: set, plan_: Plan, found: list[
     skip = (lambda path, entry: _skip_dir(path, entry, skip_dirs)) if skip_dirs else None
     found.extend(find_images(root, Policy(recursive=recursive, skip_folder=skip), on_ignored=plan_.ignore,
                              on_error=lambda path, why: plan_.errors.append(PhotoError(path, why))))
+    if not recursive:
+        try:
+            with os.scandir(root) as it:
+                plan_.subfolders += sorted(
+                    Path(e.path) for e in it
+                    if e.is_dir() and not e.name.startswith(".") and e.name != DEFAULT_OUTPUT_DIRNAME
+                    and not (skip and skip(e.path, e)))
+        except OSError:  # unreadable: find_images has reported it
+            pass
 
 
 def _skip_dir(path: str, entry: os.DirEntry, skip_dirs: set) -> bool:

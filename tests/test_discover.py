@@ -437,3 +437,35 @@ def test_own_outputs_in_the_output_folder_are_not_inputs(tmp_path):
     # elsewhere than the output folder, the same files are inputs like any other
     p = run([tmp_path], output_dir=tmp_path / "out", suffix="_fixed")
     assert len(p.jobs) == 6
+
+
+def test_a_folder_walk_without_recursion_names_the_sub_folders_it_did_not_enter(tmp_path):
+    """A shoot split into card folders must not be half-processed without a word: the plan names the
+    sub-folders it did not search (not dot-folders, our output folders or the -o folder)."""
+    shoot = tmp_path / "shoot"
+    for rel in ("a.jpg", "card2/b.jpg", "card1/c.jpg", ".thumbs/d.jpg", "backlitfix/a.jpg", "out/x.jpg"):
+        touch(shoot / rel)
+    p = run([shoot], output_dir=shoot / "out")
+    assert [j.input.name for j in p.jobs] == ["a.jpg"]
+    assert p.subfolders == [shoot / "card1", shoot / "card2"]
+    assert run([shoot], recursive=True, output_dir=shoot / "out").subfolders == []
+    assert run([shoot / "a.jpg"]).subfolders == []  # a file argument has no sub-folders
+
+
+def test_run_says_which_sub_folders_it_did_not_search(tmp_path):
+    import json
+
+    from PIL import Image
+
+    from conftest import cli
+
+    shoot = tmp_path / "shoot"
+    (shoot / "card 2").mkdir(parents=True)
+    Image.new("RGB", (16, 16), (40, 40, 40)).save(shoot / "card 2" / "b.jpg")
+    r = cli("run", "--dry-run", str(shoot))
+    assert r.exit_code == 0, r.output
+    assert "backlitfix: 1 sub-folder not searched (card 2); -r searches them" in r.stderr
+    r = cli("run", "--dry-run", "--json", str(shoot))
+    assert json.loads(r.stdout)["subfolders_not_searched"] == [str(shoot / "card 2")]
+    r = cli("run", "--dry-run", "-r", str(shoot))
+    assert "not searched" not in r.stderr and "1 planned" in r.stderr
