@@ -140,20 +140,27 @@ def _heif_available() -> bool:
     return True
 
 
+def _open_pillow(path: Path, f, max_pixels: int) -> tuple[Image.Image, str]:
+    """(lazily opened image, our format name); one-line errors for what is no image, damaged, or too large
+    (from the header, before any pixel is decoded)."""
+    try:
+        im = Image.open(f, formats=_pillow_formats())
+    except UnidentifiedImageError:
+        reason = _unsupported_tiff(f, opened=False) or "not an image (unrecognised file content)"
+        raise PhotoError(path, reason) from None
+    except _LOAD_ERRORS as e:
+        raise PhotoError(path, f"damaged or truncated image ({e})") from None
+    w, h = im.size
+    if w * h > max_pixels:
+        raise PhotoError(path, f"image has {w * h} pixels, over the limit of {max_pixels} (input.max_pixels)")
+    return im, _FORMATS[im.format]
+
+
 def _decode_pillow(path: Path, max_pixels: int) -> Photo:
     name = path.name
     with open(path, "rb") as f:
-        try:
-            im = Image.open(f, formats=_pillow_formats())
-        except UnidentifiedImageError:
-            reason = _unsupported_tiff(f, opened=False) or "not an image (unrecognised file content)"
-            raise PhotoError(path, reason) from None
-        except _LOAD_ERRORS as e:
-            raise PhotoError(path, f"damaged or truncated image ({e})") from None
-        fmt = _FORMATS[im.format]
+        im, fmt = _open_pillow(path, f, max_pixels)
         w, h = im.size
-        if w * h > max_pixels:
-            raise PhotoError(path, f"image has {w * h} pixels, over the limit of {max_pixels} (input.max_pixels)")
         if fmt == "tiff":  # a TIFF's EXIF tags live in the file's own IFD0
             if reason := _unsupported_tiff(f):  # float or 32-bit greyscale, which Pillow opens
                 raise PhotoError(path, reason)
@@ -367,16 +374,8 @@ def _reduced_pillow(path: Path, f, max_pixels: int, reduce_to: int,
                     min_short: int) -> tuple[Image.Image, str, int | None, list[str]]:
     """(8-bit sRGB image as stored, reduced; format; the orientation still to apply; warnings)."""
     name = path.name
-    try:
-        im = Image.open(f, formats=_pillow_formats())
-    except UnidentifiedImageError:
-        raise PhotoError(path, "not an image (unrecognised file content)") from None
-    except _LOAD_ERRORS as e:
-        raise PhotoError(path, f"damaged or truncated image ({e})") from None
-    fmt = _FORMATS[im.format]
+    im, fmt = _open_pillow(path, f, max_pixels)
     w, h = im.size
-    if w * h > max_pixels:
-        raise PhotoError(path, f"image has {w * h} pixels, over the limit of {max_pixels} (input.max_pixels)")
     if im.mode == "F":
         raise PhotoError(path, "32-bit floating-point images are not supported")
     s = reduced_scale(w, h, reduce_to, min_short)
