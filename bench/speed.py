@@ -214,27 +214,19 @@ def run_batch_case(src12: Path, count: int, model: str, out_dir: Path) -> dict:
 
 
 def child(case: str, src: Path, model: str, out_dir: Path, env: dict | None = None, batch: int = 0) -> dict:
+    """One case in a fresh interpreter, so that its peak RSS is its own; its JSON result."""
     env = {**os.environ, **(env or {})}
+    args = f"Path({str(src)!r}), {model!r}, Path({str(out_dir)!r})"  # !r: each value as a Python literal
     if case == "batch":
-        code = (f"import json,sys; sys.path.insert(0, {str(REPO)!r}); from bench.speed import run_batch_case;"
-                f"from pathlib import Path; print(json.dumps(run_batch_case(Path({str(src)!r}), {batch}, {model!r},"
-                f" Path({str(out_dir)!r}))))")
-        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=REPO,
-                             env=env)
-        return {"case": case, **json.loads(out.stdout.strip().splitlines()[-1])}
-    if case == "cli-fast":  # through a fresh wrapper process: RUSAGE_CHILDREN's peak is then the CLI's own
-        code = (f"import json,sys; sys.path.insert(0, {str(REPO)!r}); from bench.speed import run_cli_case;"
-                f"from pathlib import Path; print(json.dumps(run_cli_case(Path({str(src)!r}), {model!r},"
-                f" Path({str(out_dir)!r}))))")
-        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=REPO,
-                             env=env)
-        return {"case": case, **json.loads(out.stdout.strip().splitlines()[-1])}
-    code = (  # !r: each value as a Python literal in the child's source
-        f"import json,sys; sys.path.insert(0, {str(REPO)!r}); from bench.speed import run_case, peak_rss_mb;"
-        f"from pathlib import Path; r = run_case({case!r}, Path({str(src)!r}), {model!r}, Path({str(out_dir)!r}));"
-        " r['peak_rss_mb'] = peak_rss_mb(); print(json.dumps(r))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env)
+        call, strict = f"run_batch_case(Path({str(src)!r}), {batch}, {model!r}, Path({str(out_dir)!r}))", True
+    elif case == "cli-fast":  # through a fresh wrapper process: RUSAGE_CHILDREN's peak is then the CLI's own
+        call, strict = f"run_cli_case({args})", True
+    else:
+        call, strict = f"dict(run_case({case!r}, {args}), peak_rss_mb=peak_rss_mb())", False
+    code = (f"import json,sys; sys.path.insert(0, {str(REPO)!r}); from pathlib import Path; "
+            f"from bench.speed import peak_rss_mb, run_batch_case, run_case, run_cli_case; print(json.dumps({call}))")
+    out = subprocess.run([sys.executable, "-c", code], check=strict, capture_output=True, text=True, cwd=REPO,
+                         env=env)
     if out.returncode:  # one case that cannot run (a missing backend) must not end the comparison
         return {"case": case, "error": " ".join((out.stderr or out.stdout).strip().splitlines()[-1:]),
                 "seconds": float("nan"), "peak_rss_mb": float("nan")}
