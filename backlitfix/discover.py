@@ -122,16 +122,8 @@ def _walk(root: Path, recursive: bool, skip_dirs: set, plan_: Plan, found: list[
     files are counted as ignored, unreadable folders and broken links to images are errors."""
     skip = (lambda path, entry: _skip_dir(path, entry, skip_dirs)) if skip_dirs else None
     found.extend(find_images(root, Policy(recursive=recursive, skip_folder=skip), on_ignored=plan_.ignore,
-                             on_error=lambda path, why: plan_.errors.append(PhotoError(path, why))))
-    if not recursive:
-        try:
-            with os.scandir(root) as it:
-                plan_.subfolders += sorted(
-                    Path(e.path) for e in it
-                    if e.is_dir() and not e.name.startswith(".") and e.name != DEFAULT_OUTPUT_DIRNAME
-                    and not (skip and skip(e.path, e)))
-        except OSError:  # unreadable: find_images has reported it
-            pass
+                             on_error=lambda path, why: plan_.errors.append(PhotoError(path, why)),
+                             on_not_entered=plan_.subfolders.append))
 
 
 def _skip_dir(path: str, entry: os.DirEntry, skip_dirs: set) -> bool:

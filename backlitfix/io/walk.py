@@ -56,13 +56,14 @@ def why_not_a_photo(name: str) -> str:
 
 
 def find_images(root: P, policy: Policy = Policy(), *, on_ignored: Report | None = None,
-                on_error: Report | None = None) -> Iterator[P]:
+                on_error: Report | None = None, on_not_entered: Callable[[Path], None] | None = None) -> Iterator[P]:
     """The images under ``root`` by ``policy``, as paths of ``root``'s type (str or Path) that start
     with ``root``. ``root`` itself is always entered (it was asked for).
 
     ``on_ignored(path, why)``: a file that is no photo (other extension, sidecar, a broken link
     without an image extension). ``on_error(path, why)``: a folder that cannot be read, a broken
-    link with an image extension.
+    link with an image extension. ``on_not_entered(path)``: a folder the walk would enter if it were
+    recursive (the policy's other rules allow it).
     """
     as_str = isinstance(root, str)
     exts = frozenset(policy.extensions)
@@ -88,8 +89,11 @@ def find_images(root: P, policy: Policy = Policy(), *, on_ignored: Report | None
             except OSError:
                 continue
             if is_dir:
-                if policy.recursive and _enter(entry, policy):
-                    subdirs.append(entry.path)
+                if _enter(entry, policy):
+                    if policy.recursive:
+                        subdirs.append(entry.path)
+                    elif on_not_entered:
+                        on_not_entered(Path(entry.path))
                 continue
             image = os.path.splitext(name)[1].lower() in exts
             if is_file:

@@ -36,6 +36,18 @@ def test_order_is_by_name_files_before_folders_depth_first(tree):
     assert rel(tree, find_images(tree, Policy(recursive=False))) == ["a.jpg", "b.JPG", "c.nef"]
 
 
+def test_a_walk_without_recursion_reports_the_folders_it_would_have_entered(tree):
+    """By the walk's own rules: not dot-folders, not our output folders (in any case), not folder links."""
+    (tree / "link").symlink_to(tree / "sub", target_is_directory=True)
+    skipped = []
+    assert rel(tree, find_images(tree, Policy(recursive=False), on_not_entered=skipped.append)) == [
+        "a.jpg", "b.JPG", "c.nef"]
+    assert rel(tree, skipped) == ["sub", "z_sub"]
+    skipped.clear()
+    list(find_images(tree, on_not_entered=skipped.append))  # recursive: it entered them all
+    assert skipped == []
+
+
 def test_hidden_and_our_output_folders_are_options(tree):
     everything = rel(tree, find_images(tree, Policy(hidden=True, output_folders=True)))
     assert {".hidden.jpg", ".cache/g.jpg", "backlitfix/a.jpg", "BacklitFix/h.jpg"} <= set(everything)
