@@ -17,6 +17,7 @@ extra gain rolls off in highlights. A strength may also be decided per photo (`S
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
 import warnings
@@ -429,13 +430,12 @@ class Enhancer:
         small = self._small(pixels)
         return small, NonFinite()(self.illumination(small)[0, 0].cpu())
 
+    @functools.cached_property
     def _exact_net(self) -> EnhanceNet:
         """The network in the default memory layout, for exact tiling: a copy made once, so that the
         channels-last network of fast mode and of the working pass (an auto decision, a dry run) stays
         as it was (``Module.to`` changes a module in place)."""
-        if getattr(self, "_contiguous_net", None) is None:
-            self._contiguous_net = copy.deepcopy(self.net).to(memory_format=torch.contiguous_format).float()
-        return self._contiguous_net
+        return copy.deepcopy(self.net).to(memory_format=torch.contiguous_format).float()
 
     def _small(self, pixels: np.ndarray) -> torch.Tensor:
         """The photo at the working resolution, (1, 3, h, w) float32 on the CPU: what fast mode's network sees."""
@@ -444,7 +444,7 @@ class Enhancer:
         return to_float(pixels) if (h, w) == (H, W) else downscale(pixels, h, w)
 
     def _exact(self, pixels, strength, out, on_L, finite):
-        net = self._exact_net()
+        net = self._exact_net
         dev = self.device
         src = InPlaceTiles(pixels, out)  # out may be pixels: tiles must still see the original halo
         get = lambda y0, y1, x0, x1: to_float(src.read(y0, y1, x0, x1), dev)
