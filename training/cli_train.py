@@ -14,9 +14,9 @@ import click
 
 METHODS = ("rave", "clip-lit", "clip-lit-latent")
 # --preset: settings chosen for a kind of machine; values given on the command line still win.
-# cpu: 256 px (the network sees 4x fewer pixels; CLIP sees 224 px either way), batch 4, 350 steps. CLIP's
-# cost per image dominates a step: a step of this preset measured 0.50-0.58 of a default step, so about an
-# hour on 2 quiet cores with native bf16 (docs/training.md says how that was measured and what it gives up).
+# cpu: 256 px (the network and the RN101 identity see 4x fewer pixels; CLIP sees 224 px either way), batch 4,
+# 350 steps. Run end to end on 2 idle cores: 21 min with native bf16 (its estimate said 22), about 32 min
+# estimated in fp32; a default step costs 6.8x a preset step (docs/training.md: measurements, what it gives up).
 PRESETS = {"cpu": {"image_size": 256, "batch_size": 4, "steps": 350}}
 
 
@@ -73,7 +73,7 @@ def _dflt(key: str, note: str = "") -> str:
 @click.option("--paired", is_flag=True, help="The well-lit folder holds fixed versions of the backlit photos, same names.")
 @click.option("--residual", "residual_file", type=click.Path(path_type=Path, dir_okay=False), help="RAVE: a residual from `backlitfix residual` instead of computing one; its CLIP model and backlit photos are reused unless named here.")
 @click.option("--shift-tokens", type=int, help="RAVE bias correction when the residual is computed here: tokens from each end of the vocabulary (0 = off; the paper's shifted model: 15)." + _dflt("training.shift_tokens"))
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), help="Settings for the machine: 'cpu' trains smaller images, fewer steps (about an hour on 2 cores; see docs/training.md for what it gives up). Flags given here still win.")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), help="Settings for the machine: 'cpu' trains smaller images, fewer steps (20-35 min on 2 cores, within an hour on a slow laptop; see docs/training.md for what it gives up). Flags given here still win.")
 @click.option("--from", "from_model", help="Model to start from [default: the embedded default model].")
 @click.option("--scratch", is_flag=True, help="Start from random weights (with a 1000-step warm-up unless --warmup-steps).")
 @click.option("-o", "--output", "out", required=True, help="Output model file, or a bare name to save in the user model folder.")
@@ -98,8 +98,8 @@ def train(method, backlit, welllit, paired, residual_file, shift_tokens, preset,
     """Train a personal style from your own photos: backlit ones to fix, well-lit ones to aim for.
 
     Starts from the default model. The cost: minutes on a GPU; on a CPU the defaults (2000 steps of 8
-    images at 512 px) take many hours (about 12 h on 2 cores with native bf16, 35-40 h without), --preset
-    cpu about an hour there. The run prints its own estimate after the first steps. An interrupted run
+    images at 512 px) take many hours (about 14 h on 2 cores with native bf16, 27 h or more without),
+    --preset cpu 20-35 min there. The run prints its own estimate after the first steps. An interrupted run
     resumes where it stopped. At the end it writes the model, a loss curve and a before/after sheet; the
     model loads with `backlitfix run --model`.
     """
