@@ -15,6 +15,10 @@ Each case runs in its own process, so its peak RSS (ru_maxrss) is its own. Cases
   (torch.compile, dynamic shapes), onnxruntime-fp32, openvino-fp32/-bf16 (`--net`);
 - batch: `backlitfix run --backend BATCH_BACKEND` on `--batch-count` copies of a 12 MP JPEG, start-up
   included: photos per minute and core use (the process's CPU time / (wall x cores)).
+- batch24: what one 24 MP photo costs in a batch (the issue's measure): `backlitfix run --strength 1` on
+  `--batch24-count` copies less `run` on one copy, per extra photo, so start-up and the first photo's decode
+  (which nothing can hide) cancel out; batch24-floor: the same with --strength 0 (decode and encode only,
+  overlapped the same way). Its "x floor" is against the one-photo floor; the ratio to batch24-floor is printed too.
 `--isa avx2` (or `both`) runs every case again as on an AVX2-only CPU: ATEN_CPU_CAPABILITY=avx2 and
 ONEDNN_MAX_CPU_ISA=AVX2 (PyTorch's kernels, oneDNN, and OpenVINO's CPU plugin, which obeys the oneDNN cap;
 backlitfix's auto precision then sees no native bf16). ONNX Runtime has no run-time ISA cap: its
@@ -39,6 +43,7 @@ SIZE_24MP = (6000, 4000)
 SIZE_12MP = (4243, 2828)
 AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 BACKENDS = ("torch", "onnxruntime", "openvino")
+BATCH24 = ("batch24", "batch24-floor")  # a 24 MP photo's cost in a batch, and the batch's own I/O floor
 NET_CANDIDATES = ("torch-fp32", "torch-bf16", "compile-fp32", "compile-bf16", "onnxruntime-fp32", "openvino-fp32",
                   "openvino-bf16")
 CASES = {  # config overrides of the pipeline cases
@@ -108,6 +113,8 @@ def run_case(case: str, src: Path, model: str, out_dir: Path) -> dict:
         encode(photo, dest, fmt="jpeg", quality=95, software=SOFTWARE)
         return {"seconds": time.perf_counter() - t, "decode_s": t_dec}
     overrides = {"model": model, "device": os.environ.get("BENCH_DEVICE", "cpu")}
+    if os.environ.get("BENCH_WORKING_MP"):
+        overrides["fast.working_megapixels"] = float(os.environ["BENCH_WORKING_MP"])
     overrides.update(CASES[case] if case in CASES else {"mode": "fast", "backend": case.partition("@")[2]})
     cfg = load_config(None, overrides, user_config=None)
     t = time.perf_counter()
@@ -148,7 +155,7 @@ def run_net(candidate: str, model: str) -> dict:
     kind, _, precision = candidate.partition("-")
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     net, _ = load_model(model)
-    h, w = working_size(SIZE_24MP[1], SIZE_24MP[0], 0.5)
+    h, w = working_size(SIZE_24MP[1], SIZE_24MP[0], float(os.environ.get("BENCH_WORKING_MP") or 0.5))
     x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
     t = time.perf_counter()
     if kind in ("torch", "compile"):
@@ -179,32 +186,35 @@ def run_net(candidate: str, model: str) -> dict:
 def run_cli_case(src: Path, model: str, out_dir: Path) -> dict:
     """`backlitfix run` on the one photo, start-up included."""
     cmd = [sys.executable, "-m", "backlitfix.cli", "run", "--model", model,
-           "--device", os.environ.get("BENCH_DEVICE", "cpu"), "-o", str(out_dir / "cli"), "--overwrite", "--", str(src)]
+           "--device", os.environ.get("BENCH_DEVICE", "cpu"), *working_mp_config(out_dir), "-o", str(out_dir / "cli"),
+           "--overwrite", "--", str(src)]
     t = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True)
     wall = time.perf_counter() - t
     return {"seconds": wall, "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
 
 
-def run_batch_case(src12: Path, count: int, model: str, out_dir: Path) -> dict:
-    """`backlitfix run` on ``count`` copies of a 12 MP JPEG (copies: run takes hard links to one file as one)."""
+def run_batch_case(src: Path, count: int, model: str, out_dir: Path, *extra: str) -> dict:
+    """`backlitfix run` on ``count`` copies of ``src`` (copies: run takes hard links to one file as one), start-up
+    included; ``extra``: more `run` options."""
     import shutil
 
-    folder = out_dir / "batch_in"
+    folder, dest = out_dir / f"batch_in_{src.stem}_{count}", out_dir / "batch_out"
     folder.mkdir(exist_ok=True)
     for i in range(count):
         copy = folder / f"p{i:03d}.jpg"
         if not copy.exists():
-            shutil.copyfile(src12, copy)
+            shutil.copyfile(src, copy)
+    shutil.rmtree(dest, ignore_errors=True)
     cmd = [sys.executable, "-m", "backlitfix.cli", "run", "--model", model,
            "--device", os.environ.get("BENCH_DEVICE", "cpu"), "--backend", os.environ.get("BENCH_BACKEND", "auto"),
-           "-o", str(out_dir / "batch_out"), "--overwrite", "--", str(folder)]
+           *extra, *working_mp_config(out_dir), "-o", str(dest), "--overwrite", "--", str(folder)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     done = subprocess.run(cmd, check=True, capture_output=True, text=True)
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    written = len(list((out_dir / "batch_out").glob("*.jpg")))
+    written = len(list(dest.glob("*.jpg")))
     if written != count:  # a batch that skipped photos would time nothing
         raise SystemExit(f"batch: {written} of {count} photos written; {done.stderr.strip()[-300:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -213,18 +223,43 @@ def run_batch_case(src12: Path, count: int, model: str, out_dir: Path) -> dict:
             "load_avg": os.getloadavg()[0]}
 
 
+def working_mp_config(out_dir: Path) -> list[str]:
+    """`run` options that set --working-mp's working size (a config file: run has no flag for it)."""
+    mp = os.environ.get("BENCH_WORKING_MP")
+    if not mp:
+        return []
+    path = out_dir / "working_mp.yaml"
+    path.write_text(f"fast:\n  working_megapixels: {float(mp)}\n")
+    return ["--config", str(path)]
+
+
+def run_batch24_case(src: Path, model: str, out_dir: Path, count: int, strength: str) -> dict:
+    """A 24 MP photo's cost in a batch: `run` on ``count`` copies less `run` on one (start-up, model load and the
+    first photo's unhidden decode cancel out), per extra photo. Strength 0 is the batch's own I/O floor: the same
+    decode and encode, overlapped the same way, with no correction."""
+    one = run_batch_case(src, 1, model, out_dir, "--strength", strength)
+    many = run_batch_case(src, count, model, out_dir, "--strength", strength)
+    per = (many["seconds"] - one["seconds"]) / (count - 1)
+    return {"seconds": per, "photos": count, "batch_s": many["seconds"], "one_s": one["seconds"],
+            "core_use": many["core_use"], "peak_rss_mb": max(one["peak_rss_mb"], many["peak_rss_mb"])}
+
+
 def child(case: str, src: Path, model: str, out_dir: Path, env: dict | None = None, batch: int = 0) -> dict:
     """One case in a fresh interpreter, so that its peak RSS is its own; its JSON result."""
     env = {**os.environ, **(env or {})}
     args = f"Path({str(src)!r}), {model!r}, Path({str(out_dir)!r})"  # !r: each value as a Python literal
     if case == "batch":
         call, strict = f"run_batch_case(Path({str(src)!r}), {batch}, {model!r}, Path({str(out_dir)!r}))", True
+    elif case in BATCH24:
+        strength = "0" if case == "batch24-floor" else "1"
+        call, strict = f"run_batch24_case({args}, {max(batch, 3)}, {strength!r})", True
     elif case == "cli-fast":  # through a fresh wrapper process: RUSAGE_CHILDREN's peak is then the CLI's own
         call, strict = f"run_cli_case({args})", True
     else:
         call, strict = f"dict(run_case({case!r}, {args}), peak_rss_mb=peak_rss_mb())", False
     code = (f"import json,sys; sys.path.insert(0, {str(REPO)!r}); from pathlib import Path; "
-            f"from bench.speed import peak_rss_mb, run_batch_case, run_case, run_cli_case; print(json.dumps({call}))")
+            "from bench.speed import peak_rss_mb, run_batch24_case, run_batch_case, run_case, run_cli_case; "
+            f"print(json.dumps({call}))")
     out = subprocess.run([sys.executable, "-c", code], check=strict, capture_output=True, text=True, cwd=REPO,
                          env=env)
     if out.returncode:  # one case that cannot run (a missing backend) must not end the comparison
@@ -246,10 +281,15 @@ def main():
     ap.add_argument("--backends", nargs="*", default=list(BACKENDS), help="fast@BACKEND cases to run")
     ap.add_argument("--net", nargs="*", default=list(NET_CANDIDATES), help="net@CANDIDATE cases to run")
     ap.add_argument("--batch-count", type=int, default=0, help="12 MP photos in the batch case (0: no batch case)")
-    ap.add_argument("--batch-backend", default="auto", help="the batch case's --backend")
+    ap.add_argument("--batch-backend", default="auto", help="the batch cases' --backend")
+    ap.add_argument("--working-mp", type=float, help="fast mode's working size in MP for every case that does not "
+                                                     "set its own (default: the config's)")
+    ap.add_argument("--batch24-count", type=int, default=6, help="24 MP photos in the batch24 cases (at least 3)")
     args = ap.parse_args()
     os.environ["BENCH_DEVICE"] = args.device  # the child processes read it
     os.environ["BENCH_BACKEND"] = args.batch_backend
+    if args.working_mp:
+        os.environ["BENCH_WORKING_MP"] = str(args.working_mp)
 
     args.out.mkdir(parents=True, exist_ok=True)
     isas = ["native", "avx2"] if args.isa == "both" else [args.isa]
@@ -270,7 +310,8 @@ def main():
                 for case in cases:
                     if isa == "avx2" and case.endswith("-bf16"):
                         continue  # not native there: auto never picks it
-                    r = child(case, src12 if case == "batch" else src, args.model, tmp, env, args.batch_count)
+                    n = args.batch24_count if case in BATCH24 else args.batch_count
+                    r = child(case, src12 if case == "batch" else src, args.model, tmp, env, n)
                     r.update(isa=isa, load_avg=round(os.getloadavg()[0], 2))
                     runs.setdefault(f"{case} [{isa}]" if len(isas) > 1 else case, []).append(r)
                     print(json.dumps(r), flush=True)
@@ -303,6 +344,12 @@ def main():
             if isa == "avx2" and "onnxruntime" in case:
                 detail += " (ONNX Runtime has no ISA cap: ran AVX-512)"
             print(f"| {case} | {r['seconds']:.2f} | {ratio} | {net} | {setup} | {r['peak_rss_mb']:.0f} | {detail} |")
+    for isa in isas:
+        b, f = (next((r for r in results.values() if r["case"] == c and r["isa"] == isa and "error" not in r), None)
+                for c in BATCH24)
+        if b and f:
+            print(f"\n{isa}: a 24 MP photo in a batch {b['seconds']:.2f} s, the batch's own I/O floor "
+                  f"{f['seconds']:.2f} s: {b['seconds'] / f['seconds']:.2f}x")
     ref, fast = results.get("reference-3mp"), results.get("fast")
     if ref and fast and "error" not in ref:
         per_mp = ref["seconds"] / ref["megapixels"]
