@@ -353,7 +353,7 @@ class Enhancer:
     mode: str = "fast"
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32
-    working_megapixels: float = 0.5
+    working_megapixels: float = 0.3  # config.yaml's fast.working_megapixels (docs/performance.md: why)
     guide_radius: int = 2
     guide_eps: float = 1e-3
     tile: int = 512

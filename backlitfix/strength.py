@@ -13,7 +13,7 @@ score = 2.3 * shadow_gain + 3.4 * top_light - 3.3 (a logistic fit on ../shared d
 fitted with each photo weighted by how much a wrong decision would change it; held-out accuracy 84 %
 in 5-fold cross-validation; `bench/strength_fit.py` reproduces it). The strength is a smoothstep of
 the score from -1 to +1: exactly 0 below (the photo is left alone, byte for byte), exactly 1 above, and
-smooth in between, so a photo near the boundary never flips between 0 and 1. It costs a few milliseconds at 0.5 MP.
+smooth in between, so a photo near the boundary never flips between 0 and 1. It costs a few milliseconds at the working size.
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def decide(small: torch.Tensor, L: torch.Tensor) -> Decision:
     if L.shape != small.shape[-2:]:  # a map at another size: compare like with like
         L = torch.nn.functional.interpolate(L[None, None], size=small.shape[-2:], mode="bilinear")[0, 0]
     h, w = L.shape
-    step = max(1, round((h * w / SAMPLES) ** 0.5))  # every step-th row and column: 0.5 MP's statistics
+    step = max(1, round((h * w / SAMPLES) ** 0.5))  # every step-th row and column: enough for a mean
     x = small.detach().to("cpu", torch.float32)[0, :, ::step, ::step].numpy()  # need no more
     Y = x[0] * REC709[0] + x[1] * REC709[1] + x[2] * REC709[2]
     gain = -np.log2(np.clip(L[::step, ::step].numpy(), L_FLOOR, 1.0))

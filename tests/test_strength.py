@@ -65,8 +65,8 @@ def test_decision_on_real_photos(enhancer):
 
 
 def test_decision_is_deterministic_and_cheap(enhancer):
-    small, L = small_and_L(enhancer, shared_path("data", "backlit", "akai-impl_img1.jpg"))  # 2.7 MP -> 0.5 MP
-    assert small.shape[-2] * small.shape[-1] > 400_000
+    small, L = small_and_L(enhancer, shared_path("data", "backlit", "akai-impl_img1.jpg"))  # 2.7 MP -> 0.3 MP
+    assert small.shape[-2] * small.shape[-1] > 250_000  # the default working size, not a thumbnail
     first = decide(small, L)
     assert all(decide(small.clone(), L.clone()) == first for _ in range(3))
     t = time.perf_counter()
