@@ -13,7 +13,8 @@ score = 2.3 * shadow_gain + 3.4 * top_light - 3.3 (a logistic fit on ../shared d
 fitted with each photo weighted by how much a wrong decision would change it; held-out accuracy 84 %
 in 5-fold cross-validation; `bench/strength_fit.py` reproduces it). The strength is a smoothstep of
 the score from -1 to +1: exactly 0 below (the photo is left alone, byte for byte), exactly 1 above, and
-smooth in between, so a photo near the boundary never flips between 0 and 1. It costs a few milliseconds at the working size.
+smooth in between, so a photo near the boundary never flips between 0 and 1. It costs a few milliseconds at
+the working size.
 """
 from __future__ import annotations
 

@@ -123,8 +123,8 @@ def load_rgb(p: Path, long_side: int) -> torch.Tensor:
 class CropSampler:
     """Random crops resized to ``size``: crop side from ``size`` to the photo's short side, flips and transposes.
 
-    Zooming over a 2.7x range shows the network scenes at about the scale it meets at inference (0.3-0.5 MP working sizes)
-    and at the scale of whole small photos.
+    Zooming over a 2.7x range shows the network scenes at about the scale it meets at inference (0.3-0.5 MP
+    working sizes) and at the scale of whole small photos.
     """
 
     def __init__(self, images: list[torch.Tensor], size: int, batch: int, seed: int):
