@@ -154,7 +154,7 @@ def load(model: str | Path | None = None, *, device: str = "auto", mode: str = "
     ``model``: a model name (``backlitfix models``) or a checkpoint path; None = the default model.
     ``device``: auto | cpu | cuda | mps. ``mode``: fast | exact. ``strength``: 0..2 or "auto" (the
     default for each `enhance` call). ``precision``: auto | fp32 | bf16 | fp16 (fast mode on a GPU).
-    ``backend``: auto | torch | onnxruntime | openvino (fast mode on the CPU).
+    ``backend``: auto | torch | onnxruntime | openvino (the CPU: fast mode, and exact mode's interior tiles).
     The user's configuration file is not read: a script gets the same result on every machine.
     Raises `BacklitfixError` with a one-line reason.
     """
@@ -173,7 +173,7 @@ def load(model: str | Path | None = None, *, device: str = "auto", mode: str = "
 def from_config(cfg: Config, warn: Callable[[str], None] | None = None) -> Enhancer:
     """An `Enhancer` for a full `Config` (the CLI's way in). ``warn`` hears of a precision problem;
     without it, Python's warnings do. Raises CheckpointError / ValueError."""
-    from .backends import make_backend
+    from .backends import make_backend, make_tile_runtime
     from .enhance import Enhancer as Engine
     from .enhance import pick_device, pick_dtype, precision_warning
     from .model.checkpoint import load_model
@@ -184,12 +184,13 @@ def from_config(cfg: Config, warn: Callable[[str], None] | None = None) -> Enhan
     info.name = entry.name
     dev = pick_device(cfg.device)
     dtype = pick_dtype(cfg.precision, dev)
-    # Exact mode runs the network layer by layer on tiles: always PyTorch. Its strength pass is one
-    # working-size run, not worth an export.
+    # Exact mode: its interior tiles through the backend (float32), border tiles in PyTorch. Its strength
+    # pass is one working-size run, not worth a second export.
     backend = make_backend(cfg.backend, net, dtype, dev, warn) if cfg.mode == "fast" else None
+    tiles = make_tile_runtime(cfg.backend, net, dev, warn) if cfg.mode == "exact" else None
     engine = Engine(net, mode=cfg.mode, device=dev, dtype=dtype,
                     working_megapixels=cfg.fast.working_megapixels, guide_radius=cfg.fast.guide_radius,
-                    guide_eps=cfg.fast.guide_eps, tile=cfg.exact.tile, backend=backend)
+                    guide_eps=cfg.fast.guide_eps, tile=cfg.exact.tile, backend=backend, tile_runtime=tiles)
     if cfg.mode == "fast" and (w := precision_warning(cfg.precision, dev)):  # exact mode is always fp32
         if warn is None:
             warnings.warn(w, RuntimeWarning, stacklevel=3)

@@ -1,10 +1,12 @@
-"""Where fast mode's network runs on the CPU: PyTorch eager, ONNX Runtime or OpenVINO (issue 15).
+"""Where the network runs on the CPU: PyTorch eager, ONNX Runtime or OpenVINO (issue 15).
 
 The network is exported once per process to ONNX with dynamic height and width, so one graph serves every
 working size. The legacy exporter refuses ``adaptive_avg_pool2d`` at dynamic sizes, and the dynamo exporter
 unrolls it for the example's size (measured: a 20 MB graph, 9 minutes to export, wrong at other sizes), so
 the exported copy pools with `CellMean`: the same cells, [floor(i n / b), ceil((i + 1) n / b)), computed in
-the graph from the input's shape. The live network is never changed; exact mode always runs PyTorch.
+the graph from the input's shape. The live network is never changed. Exact mode's interior tiles (those that
+touch no image border, so no convolution pads) run through the same runtimes as two more graphs with unpadded
+convolutions (`TileRuntime`), in float32; its border tiles stay in PyTorch.
 
 Measured side by side (bench/speed.py, docs/performance.md), the network at 0.5 MP on a shared 2-core CPU
 took, with AVX-512 + native bf16: eager fp32 3.11 s, eager bf16 2.86 s, ONNX Runtime fp32 1.92 s, OpenVINO
@@ -64,21 +66,25 @@ class CellMean(nn.Module):
         return self.ppm.fuse(torch.cat([x, *ups], dim=1))
 
 
-_EXPORTED: dict[str, bytes] = {}  # by weights: loading the same model again (the API, tests) skips the export
+_EXPORTED: dict[tuple[str, str], bytes] = {}  # by weights: loading the same model again (the API, tests) skips it
 
 
-def export_onnx(net: EnhanceNet) -> bytes:
-    """The network as an ONNX model (input ``x``: 1 x 3 x h x w float32, output ``L``), h and w dynamic."""
+def _cached(net: EnhanceNet, what: str, export: Callable[[EnhanceNet], bytes]) -> bytes:
     digest = hashlib.sha256(net.padding.encode())
     for k, v in net.state_dict().items():
         digest.update(k.encode())
         digest.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    key = digest.hexdigest()
+    key = (what, digest.hexdigest())
     if key not in _EXPORTED:
-        if len(_EXPORTED) >= 4:
+        if len(_EXPORTED) >= 6:
             _EXPORTED.pop(next(iter(_EXPORTED)))
-        _EXPORTED[key] = _export(net)
+        _EXPORTED[key] = export(net)
     return _EXPORTED[key]
+
+
+def export_onnx(net: EnhanceNet) -> bytes:
+    """The network as an ONNX model (input ``x``: 1 x 3 x h x w float32, output ``L``), h and w dynamic."""
+    return _cached(net, "net", _export)
 
 
 def _export(net: EnhanceNet) -> bytes:
@@ -91,6 +97,70 @@ def _export(net: EnhanceNet) -> bytes:
                           input_names=["x"], output_names=["L"],
                           dynamic_axes={"x": {2: "h", 3: "w"}, "L": {2: "h", 3: "w"}})
     return buf.getvalue()
+
+
+def _valid(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    return F.conv2d(x, conv.weight, conv.bias)  # no padding: the output is 1 px smaller on each side
+
+
+def _valid_block(blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    y = _valid(blk.conv2, F.leaky_relu(_valid(blk.conv1, x), 0.2))
+    return F.leaky_relu(y + x[..., 2:-2, 2:-2], 0.2)
+
+
+class ValidStem(nn.Module):
+    """The stem (cond1 and two residual blocks) with every convolution unpadded: a window grown by
+    `backlitfix.tiling.STEM_RADIUS` px comes out as exactly the tile's features, as tiling computes an
+    interior tile (one that touches no image border). Shares the network's weights."""
+
+    def __init__(self, net: EnhanceNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.net
+        return _valid_block(n.ResidualBlock2, _valid_block(n.ResidualBlock1, F.leaky_relu(_valid(n.cond1, x), 0.2)))
+
+
+class ValidTile(nn.Module):
+    """An interior tile's L: its input grown by `backlitfix.tiling.TOTAL_RADIUS` px and the four pyramid maps
+    for the stem's output window, every convolution unpadded (`backlitfix.tiling.tile_output` without the
+    border cases)."""
+
+    def __init__(self, net: EnhanceNet):
+        super().__init__()
+        self.net, self.stem = net, ValidStem(net)
+
+    def forward(self, x: torch.Tensor, ups: torch.Tensor) -> torch.Tensor:
+        n = self.net
+        r = torch.cat([self.stem(x), ups], dim=1)
+        r = n.PPM1.fuse[1](_valid(n.PPM1.fuse[0], r))
+        r = _valid_block(n.ResidualBlock4, _valid_block(n.ResidualBlock3, _valid(n.condx, r)))
+        r = _valid_block(n.ResidualBlock6, _valid_block(n.ResidualBlock5, _valid(n.condy, r)))
+        return F.relu(_valid(n.cond_add1, r))
+
+
+def _export_module(module: nn.Module, example: tuple[torch.Tensor, ...], names: list[str]) -> bytes:
+    buf = io.BytesIO()
+    axes = {n: {2: f"h{i}", 3: f"w{i}"} for i, n in enumerate([*names, "out"])}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), example, buf, dynamo=False, opset_version=OPSET, input_names=names,
+                          output_names=["out"], dynamic_axes=axes)
+    return buf.getvalue()
+
+
+def export_tile_graphs(net: EnhanceNet) -> tuple[bytes, bytes]:
+    """Exact mode's two graphs for interior tiles: `ValidStem` (x -> 32 features) and `ValidTile` (x, ups -> L)."""
+    def stem(n):
+        n = copy.deepcopy(n).float().to(memory_format=torch.contiguous_format).eval()
+        return _export_module(ValidStem(n), (torch.rand(1, 3, 48, 52),), ["x"])
+
+    def tile(n):
+        n = copy.deepcopy(n).float().to(memory_format=torch.contiguous_format).eval()
+        return _export_module(ValidTile(n), (torch.rand(1, 3, 48, 52), torch.rand(1, 32, 38, 42)), ["x", "ups"])
+
+    return _cached(net, "stem", stem), _cached(net, "tile", tile)
 
 
 class Runner:
@@ -112,15 +182,17 @@ class Runner:
         self.model, self.threads, self.precision = model, max(1, threads), precision
         self._compiled: dict[tuple, Callable[[np.ndarray], np.ndarray]] = {}
 
-    def compiled(self, threads: int, shape: tuple[int, ...] | None = None) -> Callable[[np.ndarray], np.ndarray]:
-        key = (threads, tuple(shape) if self.static and shape else None)
+    def compiled(self, threads: int, shapes: tuple[tuple[int, ...], ...] | None = None) -> Callable[..., np.ndarray]:
+        """The model compiled for ``threads`` (and for the inputs' ``shapes`` where `static`): called with the
+        inputs as arrays, in the graph's order."""
+        key = (threads, tuple(map(tuple, shapes)) if self.static and shapes else None)
         fn = self._compiled.pop(key, None) or self.compile(*key)
         self._compiled[key] = fn  # most recently used last
         while len(self._compiled) > self.KEEP:
             del self._compiled[next(iter(self._compiled))]
         return fn
 
-    def compile(self, threads: int, shape: tuple[int, ...] | None) -> Callable[[np.ndarray], np.ndarray]:
+    def compile(self, threads: int, shapes: tuple[tuple[int, ...], ...] | None) -> Callable[..., np.ndarray]:
         raise NotImplementedError
 
     def check(self) -> None:
@@ -129,7 +201,7 @@ class Runner:
 
     def __call__(self, x: torch.Tensor, one_thread: bool = False) -> torch.Tensor:
         x = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
-        L = self.compiled(1, None)(x) if one_thread else self.compiled(self.threads, x.shape)(x)
+        L = self.compiled(1, None)(x) if one_thread else self.compiled(self.threads, (x.shape,))(x)
         if L.shape != (1, 1, *x.shape[2:]):  # OpenVINO ran a graph made for 4 channels on 3 without a word
             raise RuntimeError(f"the runtime returned a {tuple(L.shape)} map for a {tuple(x.shape)} input")
         return torch.from_numpy(np.array(L, dtype=np.float32))  # a copy: the runtime may reuse its buffer
@@ -145,7 +217,7 @@ class OnnxRuntime(Runner):
 
         super().__init__(model, threads, "fp32")
 
-    def compile(self, threads, shape):
+    def compile(self, threads, shapes):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -156,7 +228,8 @@ class OnnxRuntime(Runner):
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3  # errors only
         sess = ort.InferenceSession(self.model, opts, providers=["CPUExecutionProvider"])
-        return lambda x: sess.run(None, {"x": x})[0]
+        names = [i.name for i in sess.get_inputs()]
+        return lambda *xs: sess.run(None, dict(zip(names, xs)))[0]
 
 
 class OpenVINO(Runner):
@@ -173,14 +246,14 @@ class OpenVINO(Runner):
 
         super().__init__(model, threads, precision)
 
-    def compile(self, threads, shape):
+    def compile(self, threads, shapes):
         import openvino as ov
 
         core = ov.Core()
         hint = "bf16" if self.precision == "bf16" else "f32"
         model = core.read_model(self.model)
-        if shape:
-            model.reshape(list(shape))
+        if shapes:
+            model.reshape({i.get_any_name(): list(s) for i, s in zip(model.inputs, shapes)})
         # No pinning (OpenVINO pins its threads by default): the cores are shared with decode/encode threads
         # and other programs. 30-photo batch, emulated AVX2, loaded machine: pinned 157 s, unpinned 122 s,
         # the same CPU seconds (the pinned threads waited for their busy core).
@@ -189,7 +262,7 @@ class OpenVINO(Runner):
             "ENABLE_CPU_PINNING": False})
         self.precision_used = cm.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # what it will really run
         req = cm.create_infer_request()
-        return lambda x: req.infer({0: x})[0]
+        return lambda *xs: req.infer(dict(enumerate(xs)))[0]
 
     def check(self):
         """Parse the model only: a compiled model that no photo uses held ~80 MB."""
@@ -199,6 +272,68 @@ class OpenVINO(Runner):
 
 
 RUNNERS = {"onnxruntime": OnnxRuntime, "openvino": OpenVINO}
+
+
+class TileRuntime:
+    """Exact mode's interior tiles (`backlitfix.tiling`) through ONNX Runtime or OpenVINO, always float32
+    (exact mode's promise): the stem of pass 1 and the whole tile of pass 2. Tiles that touch the image
+    border pad their convolutions and stay in PyTorch. The first failure gives one warning and PyTorch for
+    every later tile; a wrong output shape counts as a failure. Each method returns None when PyTorch must
+    do the work."""
+
+    STEM_SHRINK, TILE_SHRINK = 5, 17  # px lost on each side: tiling.STEM_RADIUS, tiling.TOTAL_RADIUS
+
+    def __init__(self, kind: str, net: EnhanceNet, threads: int, warn: Callable[[str], None]):
+        self.name, self.warn, self.failed, self.threads = kind, warn, False, max(1, threads)
+        # The runners first: a missing package is an ImportError before any export.
+        self.runners = (RUNNERS[kind](b"", threads, "fp32"), RUNNERS[kind](b"", threads, "fp32"))
+        for runner, model in zip(self.runners, export_tile_graphs(net)):
+            runner.model = model
+            runner.check()
+
+    def _run(self, which: int, inputs: list[torch.Tensor], shrink: int, channels: int) -> torch.Tensor | None:
+        if self.failed:
+            return None
+        arrays = [np.ascontiguousarray(t.detach().to("cpu", torch.float32).numpy()) for t in inputs]
+        h, w = arrays[0].shape[-2:]
+        try:
+            out = self.runners[which].compiled(self.threads, tuple(a.shape for a in arrays))(*arrays)
+            if out.shape != (1, channels, h - 2 * shrink, w - 2 * shrink):
+                raise RuntimeError(f"the runtime returned {tuple(out.shape)} for a {tuple(arrays[0].shape)} input")
+        except Exception as e:  # noqa: BLE001 - any failure of an optional runtime: PyTorch still works
+            self.failed = True
+            self.warn(f"backend {self.name} failed in exact mode ({type(e).__name__}: {_short(e)}); using PyTorch")
+            return None
+        return torch.from_numpy(np.array(out, dtype=np.float32))
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor | None:
+        """(1, 3, h, w) window -> (1, 32, h - 10, w - 10) features, or None."""
+        return self._run(0, [x], self.STEM_SHRINK, 32)
+
+    def tile(self, x: torch.Tensor, ups: torch.Tensor) -> torch.Tensor | None:
+        """(1, 3, h, w) window and (1, 32, h - 10, w - 10) pyramid maps -> (1, 1, h - 34, w - 34) L, or None."""
+        return self._run(1, [x, ups], self.TILE_SHRINK, 1)
+
+
+def make_tile_runtime(name: str, net: EnhanceNet, device: torch.device,
+                      warn: Callable[[str], None] | None = None) -> TileRuntime | None:
+    """Exact mode's `TileRuntime` for ``name`` (a `BACKENDS` entry), or None for PyTorch alone: chosen as
+    `make_backend` chooses (``auto``: OpenVINO, then ONNX Runtime, quietly when missing), CPU only."""
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {name!r}")
+    warn = warn or (lambda msg: warnings.warn(msg, RuntimeWarning, stacklevel=3))
+    if name == "torch" or device.type != "cpu":
+        return None
+    for candidate in (AUTO_ORDER if name == "auto" else (name,)):
+        try:
+            return TileRuntime(candidate, net, torch.get_num_threads(), warn)
+        except ImportError:
+            if name != "auto":
+                warn(f"backend {candidate} is not installed (pip install 'backlitfix[fast]'); using PyTorch")
+        except Exception as e:  # noqa: BLE001 - a failed export or compile: installed but broken
+            warn(f"backend {candidate} failed ({type(e).__name__}: {_short(e)}); "
+                 f"{'trying the next' if name == 'auto' and candidate != AUTO_ORDER[-1] else 'using PyTorch'}")
+    return None
 
 
 class Guarded:

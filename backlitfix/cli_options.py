@@ -73,7 +73,7 @@ def photo_options(f):
         click.option("--strength", help="auto (default: each photo's light decides), or 0 = original .. 1 = the model's correction (up to 2)."),
         click.option("--mode", type=click.Choice(["fast", "exact"]), help="fast: estimate at working resolution; exact: full-resolution tiles."),
         click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="Network precision in fast mode."),
-        click.option("--backend", type=click.Choice(["auto", "torch", "onnxruntime", "openvino"]), help="What runs the network on the CPU in fast mode [default: auto = OpenVINO, else ONNX Runtime where installed, else PyTorch]."),
+        click.option("--backend", type=click.Choice(["auto", "torch", "onnxruntime", "openvino"]), help="What runs the network on the CPU (fast mode; exact mode's interior tiles) [default: auto = OpenVINO, else ONNX Runtime where installed, else PyTorch]."),
         click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), help="A config file layered over the defaults and the user config."),
     ]
     for opt in reversed(opts):

@@ -356,13 +356,15 @@ class Enhancer:
     working_megapixels: float = 0.3  # config.yaml's fast.working_megapixels (docs/performance.md: why)
     guide_radius: int = 2
     guide_eps: float = 1e-3
-    tile: int = 512
+    tile: int = 384  # config.yaml's exact.tile
     # Fast mode's full-resolution rows per block: None takes the photo in one block. "auto" is what the
     # device wants (a GPU one block, the CPU STRIP_ROWS strips); tests force None on the CPU to check a GPU's path.
     strip_rows: int | None | str = "auto"
     # Fast mode's network outside PyTorch on the CPU (`backlitfix.backends.make_backend`); None: PyTorch eager.
     # Called as backend(x, one_thread); it returns None once it has failed and given way to PyTorch.
     backend: Callable[[torch.Tensor, bool], torch.Tensor | None] | None = None
+    # Exact mode's interior tiles outside PyTorch (`backlitfix.backends.TileRuntime`); None: PyTorch for all.
+    tile_runtime: object | None = None
 
     def __post_init__(self):
         if self.mode not in ("fast", "exact"):
@@ -450,7 +452,7 @@ class Enhancer:
         get = lambda y0, y1, x0, x1: to_float(src.read(y0, y1, x0, x1), dev)
         H, W = pixels.shape[:2]
         small = BlockMean(H, W, *working_size(H, W, self.working_megapixels)) if on_L else None
-        for (y0, y1, x0, x1), L in exact_L(net, get, H, W, tile=self.tile):
+        for (y0, y1, x0, x1), L in exact_L(net, get, H, W, tile=self.tile, runtime=self.tile_runtime):
             rows, cols, L = slice(y0, y1), slice(x0, x1), finite(L)
             if small is not None:
                 small.add(y0, x0, L[0, 0])

@@ -7,6 +7,8 @@ The pyramid pooling is global, so a tile cannot pool on its own. Two passes:
    from the tiny pooled tensors, and run the rest of the network.
 Every 3x3 conv is evaluated "valid" where the region has real neighbours and padded as in the full
 network where the region touches the image border, so a region shrinks to exactly the tile.
+Interior tiles (whose grown window touches no border) are all "valid" convolutions, which an exported graph
+can run: ``runtime`` (`backlitfix.backends.TileRuntime`) takes those where given; border tiles stay here.
 """
 from __future__ import annotations
 
@@ -105,23 +107,56 @@ def tiles(H: int, W: int, tile: int) -> Iterator[tuple[int, int, int, int]]:
             yield ys[i], ys[i + 1], xs[j], xs[j + 1]
 
 
+def _interior(t: tuple[int, int, int, int], g: int, H: int, W: int) -> bool:
+    """Whether the tile grown by ``g`` px touches no image border: then no convolution pads."""
+    return t[0] > g and t[1] + g < H and t[2] > g and t[3] + g < W
+
+
+def largest_tile(H: int, W: int, tile: int) -> tuple[int, int]:
+    """The height and width of the largest of `tiles` (balanced tiles differ by a pixel at most)."""
+    ts = list(tiles(H, W, tile))
+    return max(t[1] - t[0] for t in ts), max(t[3] - t[2] for t in ts)
+
+
 def _grown(get_input: Callable, H: int, W: int, t: tuple[int, int, int, int], g: int) -> Region:
     y0, y1, x0, x1 = max(0, t[0] - g), min(H, t[1] + g), max(0, t[2] - g), min(W, t[3] + g)
     return Region(get_input(y0, y1, x0, x1), y0, y1, x0, x1, H, W)
 
 
+def _common(t: tuple[int, int, int, int], size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Tile ``t`` extended down and right to ``size``, the largest tile's: a runtime then sees one input shape
+    (one compiled model, not one per tile size: each held ~100 MB) and the caller crops the extra away."""
+    return t[0], t[0] + size[0], t[2], t[2] + size[1]
+
+
+def _crop_to(out: torch.Tensor, t: tuple[int, int, int, int]) -> torch.Tensor:
+    return out[..., : t[1] - t[0], : t[3] - t[2]]
+
+
+def _stem_features(net: EnhanceNet, get_input: Callable, H: int, W: int, t, runtime, size) -> torch.Tensor:
+    """The stem's (1, 32, h, w) features for exactly tile ``t``."""
+    if runtime is not None and _interior(c := _common(t, size), STEM_RADIUS, H, W):
+        x = _grown(get_input, H, W, c, STEM_RADIUS).t
+        if (f := runtime.stem(x)) is not None:
+            return _crop_to(f, t).to(x.device, net.cond1.weight.dtype)
+    r = _grown(get_input, H, W, t, STEM_RADIUS)
+    f = _stem(net, r)
+    assert (f.y0, f.y1, f.x0, f.x1) == t
+    return f.t
+
+
 @torch.no_grad()
-def pooled_context(net: EnhanceNet, get_input: Callable, H: int, W: int, tile: int) -> list[torch.Tensor]:
+def pooled_context(net: EnhanceNet, get_input: Callable, H: int, W: int, tile: int,
+                   runtime=None) -> list[torch.Tensor]:
     """Pass 1: the PPM's four (1, 8, b, b) maps for the whole image, computed tile by tile."""
+    size = largest_tile(H, W, tile)
     bins = net.PPM1.bins
     device = net.cond1.weight.device
     acc = _float64_device(device)
     sums = [torch.zeros(32, b, b, dtype=torch.float64, device=acc) for b in bins]
     bounds = [(_cell_bounds(H, b), _cell_bounds(W, b)) for b in bins]
     for t in tiles(H, W, tile):
-        f = _stem(net, _grown(get_input, H, W, t, STEM_RADIUS))
-        assert (f.y0, f.y1, f.x0, f.x1) == t
-        feat = f.t[0].to(acc, torch.float64)
+        feat = _stem_features(net, get_input, H, W, t, runtime, size)[0].to(acc, torch.float64)
         for k, (rows, cols) in enumerate(bounds):
             for i, (r0, r1) in enumerate(rows):
                 a, z = max(r0, t[0]), min(r1, t[1])
@@ -141,19 +176,35 @@ def pooled_context(net: EnhanceNet, get_input: Callable, H: int, W: int, tile: i
     return out
 
 
-@torch.no_grad()
-def tile_output(net: EnhanceNet, get_input: Callable, H: int, W: int, t, pooled: list[torch.Tensor]) -> torch.Tensor:
-    """Pass 2 for one tile: L (1, 1, h, w) for exactly the tile's pixels."""
-    f = _stem(net, _grown(get_input, H, W, t, TOTAL_RADIUS))
-    dtype = f.t.dtype
-    ys, xs = torch.arange(f.y0, f.y1), torch.arange(f.x0, f.x1)
-    maps = [f.t]
-    acc = _float64_device(f.t.device)
+def _pyramid(pooled: list[torch.Tensor], y0: int, y1: int, x0: int, x1: int, H: int, W: int,
+             like: torch.Tensor) -> list[torch.Tensor]:
+    """The four pyramid maps, upsampled as the full network would, for absolute rows [y0, y1) and
+    columns [x0, x1) only: (1, 8, h, w) each, on ``like``'s device and dtype."""
+    ys, xs = torch.arange(y0, y1), torch.arange(x0, x1)
+    acc = _float64_device(like.device)
+    maps = []
     for p in pooled:
         b = p.shape[-1]
         ry, rx = _interp_matrix(ys, H, b).to(acc), _interp_matrix(xs, W, b).to(acc)
         up = torch.einsum("yi,cij,xj->cyx", ry, p[0].to(acc, torch.float64), rx)
-        maps.append(up[None].to(f.t.device, dtype))
+        maps.append(up[None].to(like.device, like.dtype))
+    return maps
+
+
+@torch.no_grad()
+def tile_output(net: EnhanceNet, get_input: Callable, H: int, W: int, t, pooled: list[torch.Tensor],
+                runtime=None, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Pass 2 for one tile: L (1, 1, h, w) for exactly the tile's pixels. ``size``: the largest tile's
+    (`largest_tile`), the one input shape a runtime sees."""
+    c = _common(t, size or (t[1] - t[0], t[3] - t[2]))
+    if runtime is not None and _interior(c, TOTAL_RADIUS, H, W):
+        x = _grown(get_input, H, W, c, TOTAL_RADIUS).t
+        g = TOTAL_RADIUS - STEM_RADIUS  # the stem's output window: the tile grown by g
+        ups = _pyramid(pooled, c[0] - g, c[1] + g, c[2] - g, c[3] + g, H, W, x)
+        if (L := runtime.tile(x, torch.cat(ups, dim=1))) is not None:
+            return _crop_to(L, t).to(x.device)
+    f = _stem(net, _grown(get_input, H, W, t, TOTAL_RADIUS))
+    maps = [f.t, *_pyramid(pooled, f.y0, f.y1, f.x0, f.x1, H, W, f.t)]
     r = Region(torch.cat(maps, dim=1), f.y0, f.y1, f.x0, f.x1, H, W)
     fuse = net.PPM1.fuse
     r = _conv(r, fuse[0].weight, None, "zeros")
@@ -166,19 +217,21 @@ def tile_output(net: EnhanceNet, get_input: Callable, H: int, W: int, t, pooled:
 
 
 def exact_L(
-    net: EnhanceNet, get_input: Callable, H: int, W: int, tile: int = 512
+    net: EnhanceNet, get_input: Callable, H: int, W: int, tile: int = 512, runtime=None
 ) -> Iterator[tuple[tuple, torch.Tensor]]:
     """Yield (tile, L of that tile) for the whole image; equal to ``net(image)`` up to float rounding.
 
     ``get_input(y0, y1, x0, x1)`` returns the (1, 3, h, w) float input for that window, so the caller
-    decides how pixels are stored and converted.
+    decides how pixels are stored and converted. ``runtime``: a `backlitfix.backends.TileRuntime` for the
+    interior tiles, or None (PyTorch for all).
     """
     if H < 2 or W < 2:
         raise ValueError("the network needs an image of at least 2 x 2 pixels")
     tile = max(tile, 2 * TOTAL_RADIUS)
-    pooled = pooled_context(net, get_input, H, W, tile)
+    pooled = pooled_context(net, get_input, H, W, tile, runtime)
+    size = largest_tile(H, W, tile)
     for t in tiles(H, W, tile):
-        yield t, tile_output(net, get_input, H, W, t, pooled)
+        yield t, tile_output(net, get_input, H, W, t, pooled, runtime, size)
 
 
 class InPlaceTiles:

@@ -9,7 +9,8 @@ Each case runs in its own process, so its peak RSS (ru_maxrss) is its own. Cases
 - cli-fast: `backlitfix run` on the same file, including start-up (import torch, load the model);
 - reference-3mp: one full-resolution fp32 pass of the bare network on a 3 MP photo, as the reference
   scripts do (no tiling, no working resolution);
-- fast@BACKEND (torch, onnxruntime, openvino): fast mode with that backend forced (`--backends`);
+- fast@BACKEND (torch, onnxruntime, openvino): fast mode with that backend forced (`--backends`); exact@BACKEND
+  likewise for exact mode (its interior tiles run on the backend; `--cases exact@torch exact@openvino`);
 - net@CANDIDATE: the network alone at the 24 MP photo's working size, best of 3 calls after a warm-up,
   with its set-up time (export, compile): torch-fp32/-bf16 (eager, channels-last), compile-fp32/-bf16
   (torch.compile, dynamic shapes), onnxruntime-fp32, openvino-fp32/-bf16 (`--net`);
@@ -115,7 +116,8 @@ def run_case(case: str, src: Path, model: str, out_dir: Path) -> dict:
     overrides = {"model": model, "device": os.environ.get("BENCH_DEVICE", "cpu")}
     if os.environ.get("BENCH_WORKING_MP"):
         overrides["fast.working_megapixels"] = float(os.environ["BENCH_WORKING_MP"])
-    overrides.update(CASES[case] if case in CASES else {"mode": "fast", "backend": case.partition("@")[2]})
+    mode, _, backend = case.partition("@")  # fast@BACKEND, exact@BACKEND
+    overrides.update(CASES[case] if case in CASES else {"mode": mode, "backend": backend})
     cfg = load_config(None, overrides, user_config=None)
     t = time.perf_counter()
     enhancer, _ = load_enhancer(cfg)

@@ -35,7 +35,7 @@ def test_package_defaults_load_and_are_typed():
     assert cfg.model is None and cfg.jobs == 0
     assert cfg.strength == "auto" and cfg.burst.gap_seconds == 2.0  # issue 12: auto strength by default
     assert cfg.fast.guide_radius == 2 and cfg.fast.guide_eps == pytest.approx(0.001)
-    assert cfg.exact.tile == 512
+    assert cfg.exact.tile == 384
     assert cfg.input.recursive is False and cfg.input.max_pixels == 250_000_000
     assert cfg.output.dir is None and cfg.output.suffix == "" and cfg.output.format == "auto"
     assert cfg.output.jpeg_quality == 95 and cfg.output.overwrite is False
