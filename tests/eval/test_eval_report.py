@@ -16,6 +16,7 @@ import pytest
 import torch
 from PIL import Image, ImageCms
 
+from backlitfix.config import load_config
 from backlitfix.discover import Job
 from backlitfix.enhance import Enhancer, to_float, working_size
 from backlitfix.eval.report import THUMB_DIR, THUMB_SIDE, report_folder
@@ -179,7 +180,8 @@ def test_rerun_lists_skipped_photos_and_drops_stale_thumbnails(shoot):
     out = shoot / "backlitfix"
     assert len(list((out / THUMB_DIR).glob("*-light.jpg"))) == 2  # exact mode hands back its map too
     assert len(list((out / THUMB_DIR).iterdir())) == 2 * 3
-    assert "exact: full-resolution 512 px tiles" in (out / "report.html").read_text(encoding="utf-8")
+    tile = load_config(None, user_config=None).exact.tile  # the run's own setting, whatever the default
+    assert f"exact: full-resolution {tile} px tiles" in (out / "report.html").read_text(encoding="utf-8")
     (out / THUMB_DIR / "notes.txt").write_text("not ours")  # only the report's own names are removed
 
     r = cli("run", "--model", model(), "--report", "--json", str(shoot))
