@@ -88,14 +88,24 @@ def export_onnx(net: EnhanceNet) -> bytes:
 
 
 def _export(net: EnhanceNet) -> bytes:
-    net = copy.deepcopy(net).float().to(memory_format=torch.contiguous_format).eval()
-    net.PPM1 = CellMean(net.PPM1)
+    n = _plain(net)
+    n.PPM1 = CellMean(n.PPM1)
+    return _export_module(n, (torch.rand(1, 3, 64, 96),), ["x"], "L")
+
+
+def _plain(net: EnhanceNet) -> EnhanceNet:
+    """A float32, default-layout, eval-mode copy to export: the live network is never changed."""
+    return copy.deepcopy(net).float().to(memory_format=torch.contiguous_format).eval()
+
+
+def _export_module(module: nn.Module, example: tuple[torch.Tensor, ...], names: list[str], out: str) -> bytes:
+    """``module`` as ONNX, every input's and the output's height and width dynamic."""
     buf = io.BytesIO()
+    axes = {n: {2: f"h{i}", 3: f"w{i}"} for i, n in enumerate([*names, out])}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the tracer's notes on shape arithmetic: intended here
-        torch.onnx.export(net, (torch.rand(1, 3, 64, 96),), buf, dynamo=False, opset_version=OPSET,
-                          input_names=["x"], output_names=["L"],
-                          dynamic_axes={"x": {2: "h", 3: "w"}, "L": {2: "h", 3: "w"}})
+        torch.onnx.export(module, example, buf, dynamo=False, opset_version=OPSET, input_names=names,
+                          output_names=[out], dynamic_axes=axes)
     return buf.getvalue()
 
 
@@ -140,27 +150,11 @@ class ValidTile(nn.Module):
         return F.relu(_valid(n.cond_add1, r))
 
 
-def _export_module(module: nn.Module, example: tuple[torch.Tensor, ...], names: list[str]) -> bytes:
-    buf = io.BytesIO()
-    axes = {n: {2: f"h{i}", 3: f"w{i}"} for i, n in enumerate([*names, "out"])}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module.eval(), example, buf, dynamo=False, opset_version=OPSET, input_names=names,
-                          output_names=["out"], dynamic_axes=axes)
-    return buf.getvalue()
-
-
 def export_tile_graphs(net: EnhanceNet) -> tuple[bytes, bytes]:
     """Exact mode's two graphs for interior tiles: `ValidStem` (x -> 32 features) and `ValidTile` (x, ups -> L)."""
-    def stem(n):
-        n = copy.deepcopy(n).float().to(memory_format=torch.contiguous_format).eval()
-        return _export_module(ValidStem(n), (torch.rand(1, 3, 48, 52),), ["x"])
-
-    def tile(n):
-        n = copy.deepcopy(n).float().to(memory_format=torch.contiguous_format).eval()
-        return _export_module(ValidTile(n), (torch.rand(1, 3, 48, 52), torch.rand(1, 32, 38, 42)), ["x", "ups"])
-
-    return _cached(net, "stem", stem), _cached(net, "tile", tile)
+    x, ups = torch.rand(1, 3, 48, 52), torch.rand(1, 32, 38, 42)
+    return (_cached(net, "stem", lambda n: _export_module(ValidStem(_plain(n)), (x,), ["x"], "features")),
+            _cached(net, "tile", lambda n: _export_module(ValidTile(_plain(n)), (x, ups), ["x", "ups"], "L")))
 
 
 class Runner:
@@ -274,87 +268,27 @@ class OpenVINO(Runner):
 RUNNERS = {"onnxruntime": OnnxRuntime, "openvino": OpenVINO}
 
 
-class TileRuntime:
-    """Exact mode's interior tiles (`backlitfix.tiling`) through ONNX Runtime or OpenVINO, always float32
-    (exact mode's promise): the stem of pass 1 and the whole tile of pass 2. Tiles that touch the image
-    border pad their convolutions and stay in PyTorch. The first failure gives one warning and PyTorch for
-    every later tile; a wrong output shape counts as a failure. Each method returns None when PyTorch must
-    do the work."""
-
-    STEM_SHRINK, TILE_SHRINK = 5, 17  # px lost on each side: tiling.STEM_RADIUS, tiling.TOTAL_RADIUS
-
-    def __init__(self, kind: str, net: EnhanceNet, threads: int, warn: Callable[[str], None]):
-        self.name, self.warn, self.failed, self.threads = kind, warn, False, max(1, threads)
-        # The runners first: a missing package is an ImportError before any export.
-        self.runners = (RUNNERS[kind](b"", threads, "fp32"), RUNNERS[kind](b"", threads, "fp32"))
-        for runner, model in zip(self.runners, export_tile_graphs(net)):
-            runner.model = model
-            runner.check()
-
-    def _run(self, which: int, inputs: list[torch.Tensor], shrink: int, channels: int) -> torch.Tensor | None:
-        if self.failed:
-            return None
-        arrays = [np.ascontiguousarray(t.detach().to("cpu", torch.float32).numpy()) for t in inputs]
-        h, w = arrays[0].shape[-2:]
-        try:
-            out = self.runners[which].compiled(self.threads, tuple(a.shape for a in arrays))(*arrays)
-            if out.shape != (1, channels, h - 2 * shrink, w - 2 * shrink):
-                raise RuntimeError(f"the runtime returned {tuple(out.shape)} for a {tuple(arrays[0].shape)} input")
-        except Exception as e:  # noqa: BLE001 - any failure of an optional runtime: PyTorch still works
-            self.failed = True
-            self.warn(f"backend {self.name} failed in exact mode ({type(e).__name__}: {_short(e)}); using PyTorch")
-            return None
-        return torch.from_numpy(np.array(out, dtype=np.float32))
-
-    def stem(self, x: torch.Tensor) -> torch.Tensor | None:
-        """(1, 3, h, w) window -> (1, 32, h - 10, w - 10) features, or None."""
-        return self._run(0, [x], self.STEM_SHRINK, 32)
-
-    def tile(self, x: torch.Tensor, ups: torch.Tensor) -> torch.Tensor | None:
-        """(1, 3, h, w) window and (1, 32, h - 10, w - 10) pyramid maps -> (1, 1, h - 34, w - 34) L, or None."""
-        return self._run(1, [x, ups], self.TILE_SHRINK, 1)
-
-
-def make_tile_runtime(name: str, net: EnhanceNet, device: torch.device,
-                      warn: Callable[[str], None] | None = None) -> TileRuntime | None:
-    """Exact mode's `TileRuntime` for ``name`` (a `BACKENDS` entry), or None for PyTorch alone: chosen as
-    `make_backend` chooses (``auto``: OpenVINO, then ONNX Runtime, quietly when missing), CPU only."""
-    if name not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {name!r}")
-    warn = warn or (lambda msg: warnings.warn(msg, RuntimeWarning, stacklevel=3))
-    if name == "torch" or device.type != "cpu":
-        return None
-    for candidate in (AUTO_ORDER if name == "auto" else (name,)):
-        try:
-            return TileRuntime(candidate, net, torch.get_num_threads(), warn)
-        except ImportError:
-            if name != "auto":
-                warn(f"backend {candidate} is not installed (pip install 'backlitfix[fast]'); using PyTorch")
-        except Exception as e:  # noqa: BLE001 - a failed export or compile: installed but broken
-            warn(f"backend {candidate} failed ({type(e).__name__}: {_short(e)}); "
-                 f"{'trying the next' if name == 'auto' and candidate != AUTO_ORDER[-1] else 'using PyTorch'}")
-    return None
-
-
 class Guarded:
-    """A runner that gives way to PyTorch for good, with one warning, the first time it raises."""
+    """A runner that gives way to PyTorch for good, with one warning, the first time it raises.
+    ``where`` goes into the warning (exact mode's tiles say so)."""
 
-    def __init__(self, runner: Runner, warn: Callable[[str], None]):
-        self.runner, self.warn, self.failed = runner, warn, False
+    def __init__(self, runner: Callable, warn: Callable[[str], None], where: str = ""):
+        self.runner, self.warn, self.where, self.failed = runner, warn, where, False
 
     @property
     def name(self) -> str:
         return "torch" if self.failed else self.runner.name
 
-    def __call__(self, x: torch.Tensor, one_thread: bool = False) -> torch.Tensor | None:
-        """L, or None when the backend has failed (now or before): the caller runs PyTorch instead."""
+    def __call__(self, *args) -> torch.Tensor | None:
+        """The runner's answer, or None when it has failed (now or before): the caller runs PyTorch instead."""
         if self.failed:
             return None
         try:
-            return self.runner(x, one_thread)
+            return self.runner(*args)
         except Exception as e:  # noqa: BLE001 - any failure of an optional runtime: PyTorch still works
             self.failed = True
-            self.warn(f"backend {self.runner.name} failed ({type(e).__name__}: {_short(e)}); using PyTorch")
+            self.warn(f"backend {self.runner.name} failed{self.where} ({type(e).__name__}: {_short(e)}); "
+                      "using PyTorch")
             return None
 
 
@@ -373,25 +307,87 @@ def make_backend(name: str, net: EnhanceNet, dtype: torch.dtype, device: torch.d
     package is the normal case there. bf16 reaches OpenVINO only as ``dtype``, which
     `backlitfix.enhance.pick_dtype` sets to bf16 only where the CPU has it natively.
     """
-    if name not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {name!r}")
     warn = warn or (lambda msg: warnings.warn(msg, RuntimeWarning, stacklevel=3))
-    if name == "torch" or device.type != "cpu" or dtype == torch.float16:
+    if _check(name) == "torch" or device.type != "cpu" or dtype == torch.float16:
         return None
     precision = "bf16" if dtype == torch.bfloat16 else "fp32"
-    threads = torch.get_num_threads()
-    model = None
-    for candidate in (AUTO_ORDER if name == "auto" else (name,)):
+
+    def build(kind: str) -> Guarded:
+        runner = RUNNERS[kind](b"", torch.get_num_threads(), precision)  # imports the package: fails early
+        runner.model = export_onnx(net)  # cached by weights: a second candidate does not export again
+        runner.check()
+        return Guarded(runner, warn)
+
+    return _first_built(name, build, warn)
+
+
+def _check(name: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {name!r}")
+    return name
+
+
+def _first_built(name: str, build: Callable[[str], object], warn: Callable[[str], None]):
+    """``build(kind)`` for ``name``'s runtime, or for each of `AUTO_ORDER` in turn for ``auto``; None when none
+    builds. A runtime asked for by name that is missing or fails warns; ``auto`` says nothing of a missing
+    package (the normal case) but does of a broken one."""
+    for kind in (AUTO_ORDER if name == "auto" else (name,)):
         try:
-            runner = RUNNERS[candidate](b"", threads, precision)  # imports the package: fails early if missing
-            model = model or export_onnx(net)
+            return build(kind)
+        except ImportError:
+            if name != "auto":
+                warn(f"backend {kind} is not installed (pip install 'backlitfix[fast]'); using PyTorch")
+        except Exception as e:  # noqa: BLE001 - a failed export or compile: installed but broken
+            warn(f"backend {kind} failed ({type(e).__name__}: {_short(e)}); "
+                 f"{'trying the next' if name == 'auto' and kind != AUTO_ORDER[-1] else 'using PyTorch'}")
+    return None
+
+
+class TileRuntime:
+    """Exact mode's interior tiles (`backlitfix.tiling`) through ONNX Runtime or OpenVINO, always float32
+    (exact mode's promise): the stem of pass 1 and the whole tile of pass 2. Tiles that touch the image
+    border pad their convolutions and stay in PyTorch. The first failure gives one warning and PyTorch for
+    every later tile (`Guarded`); a wrong output shape counts as a failure. `stem` and `tile` return None
+    when PyTorch must do the work."""
+
+    STEM_SHRINK, TILE_SHRINK = 5, 17  # px lost on each side: tiling.STEM_RADIUS, tiling.TOTAL_RADIUS
+
+    def __init__(self, kind: str, net: EnhanceNet, threads: int, warn: Callable[[str], None]):
+        self.name, self.threads = kind, max(1, threads)
+        # The runners first: a missing package is an ImportError before any export.
+        self.runners = (RUNNERS[kind](b"", threads, "fp32"), RUNNERS[kind](b"", threads, "fp32"))
+        for runner, model in zip(self.runners, export_tile_graphs(net)):
             runner.model = model
             runner.check()
-            return Guarded(runner, warn)
-        except ImportError:
-            if name != "auto":  # auto without the optional packages is the normal case: no word
-                warn(f"backend {candidate} is not installed (pip install 'backlitfix[fast]'); using PyTorch")
-        except Exception as e:  # noqa: BLE001 - a failed export or compile: installed but broken
-            warn(f"backend {candidate} failed ({type(e).__name__}: {_short(e)}); "
-                 f"{'trying the next' if name == 'auto' and candidate != AUTO_ORDER[-1] else 'using PyTorch'}")
-    return None
+        self.guarded = Guarded(self, warn, " in exact mode")
+
+    @property
+    def failed(self) -> bool:
+        return self.guarded.failed
+
+    def __call__(self, which: int, inputs: list[torch.Tensor], shrink: int, channels: int) -> torch.Tensor:
+        """Graph ``which``'s output for ``inputs``; raises on any failure (`guarded` catches it)."""
+        arrays = [np.ascontiguousarray(t.detach().to("cpu", torch.float32).numpy()) for t in inputs]
+        h, w = arrays[0].shape[-2:]
+        out = self.runners[which].compiled(self.threads, tuple(a.shape for a in arrays))(*arrays)
+        if out.shape != (1, channels, h - 2 * shrink, w - 2 * shrink):
+            raise RuntimeError(f"the runtime returned {tuple(out.shape)} for a {tuple(arrays[0].shape)} input")
+        return torch.from_numpy(np.array(out, dtype=np.float32))
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor | None:
+        """(1, 3, h, w) window -> (1, 32, h - 10, w - 10) features, or None."""
+        return self.guarded(0, [x], self.STEM_SHRINK, 32)
+
+    def tile(self, x: torch.Tensor, ups: torch.Tensor) -> torch.Tensor | None:
+        """(1, 3, h, w) window and (1, 32, h - 10, w - 10) pyramid maps -> (1, 1, h - 34, w - 34) L, or None."""
+        return self.guarded(1, [x, ups], self.TILE_SHRINK, 1)
+
+
+def make_tile_runtime(name: str, net: EnhanceNet, device: torch.device,
+                      warn: Callable[[str], None] | None = None) -> TileRuntime | None:
+    """Exact mode's `TileRuntime` for ``name`` (a `BACKENDS` entry), or None for PyTorch alone: chosen as
+    `make_backend` chooses, CPU only."""
+    warn = warn or (lambda msg: warnings.warn(msg, RuntimeWarning, stacklevel=3))
+    if _check(name) == "torch" or device.type != "cpu":
+        return None
+    return _first_built(name, lambda kind: TileRuntime(kind, net, torch.get_num_threads(), warn), warn)
