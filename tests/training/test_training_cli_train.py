@@ -73,17 +73,22 @@ def test_shift_tokens_reaches_the_residual(folders, tmp_path, monkeypatch):
     assert bad.exit_code == 2 and "RAVE's bias correction" in bad.stderr
 
 
+def _residual_then_train(tmp_path, name: str, steps: int, *residual_args: str):
+    """`residual` with ``residual_args``, then `train --residual` with no --backlit, --welllit or CLIP flags
+    (the residual file has them all); both must succeed. (residual file, model file, model info, train's result)."""
+    res = tmp_path / f"{name}.residual.safetensors"
+    r = _cli(tmp_path, "residual", *residual_args, "-o", str(res), *TINY_ARGS)
+    assert r.exit_code == 0, r.output
+    out = tmp_path / f"{name}.safetensors"
+    r = _cli(tmp_path, "train", "--method", "rave", "--residual", str(res), "--steps", str(steps), "--image-size",
+             "48", "--batch-size", "2", "-o", str(out))
+    assert r.exit_code == 0, r.output
+    return res, out, load_model(out)[1], r
+
+
 def test_train_reuses_the_residual_files_choices(folders, tmp_path):
-    res = tmp_path / "style.residual.safetensors"
-    r = _cli(tmp_path, "residual", "--welllit", str(folders["welllit"]), "--backlit", str(folders["backlit"]),
-             "-o", str(res), *TINY_ARGS)
-    assert r.exit_code == 0, r.output
-    out = tmp_path / "fromres.safetensors"
-    # no --backlit, no --welllit, no CLIP flags: the residual file has them all
-    r = _cli(tmp_path, "train", "--method", "rave", "--residual", str(res), "--steps", "2", "--image-size", "48",
-             "--batch-size", "2", "-o", str(out))
-    assert r.exit_code == 0, r.output
-    info = load_model(out)[1]
+    res, out, info, r = _residual_then_train(tmp_path, "style", 2, "--welllit", str(folders["welllit"]),
+                                             "--backlit", str(folders["backlit"]))
     assert info.guidance == f"{TINY}/random"
     assert info.extra["residual_file"] == str(res.resolve())
     assert info.extra["residual_model"] == f"{TINY}/random"
@@ -146,14 +151,7 @@ def test_train_takes_the_photos_a_residual_picked_from_the_library(tmp_path):
                                                              "kodim23.jpg"])):
         for n in names:
             shutil.copy(shared_path("data", folder, n), lib / n)
-    res = tmp_path / "lib.residual.safetensors"
-    r = _cli(tmp_path, "residual", "--welllit", str(lib), "-o", str(res), *TINY_ARGS)
-    assert r.exit_code == 0, r.output
-    out = tmp_path / "picked.safetensors"
-    r = _cli(tmp_path, "train", "--method", "rave", "--residual", str(res), "--steps", "1", "--image-size", "48",
-             "--batch-size", "2", "-o", str(out))
-    assert r.exit_code == 0, r.output
-    info = load_model(out)[1]
+    res, out, info, _ = _residual_then_train(tmp_path, "picked", 1, "--welllit", str(lib))
     assert info.training_data.startswith(f"3 backlit from {lib}")
     assert info.extra["residual_backlit_source"] == "selected"
     (lib / picked[0]).unlink()  # a photo the residual picked is gone: one clear line, not a traceback
