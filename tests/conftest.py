@@ -72,6 +72,19 @@ def shrunk_sets(root: Path, n: int) -> dict[str, Path]:
     return out
 
 
+def photo_free_folders(root: Path, one_photo: Path) -> dict[str, Path]:
+    """Folders a command that needs photos must refuse with one clear line, under ``root``: "empty", "notes"
+    (a text file, no photo) and "one" (a copy of ``one_photo`` alone)."""
+    import shutil
+
+    out = {name: root / name for name in ("empty", "notes", "one")}
+    for d in out.values():
+        d.mkdir()
+    (out["notes"] / "readme.txt").write_text("no photos here")
+    shutil.copy(one_photo, out["one"])
+    return out
+
+
 @pytest.fixture
 def one_torch_thread():
     """Tiny models: threads only contend on a busy CPU (tests/training/test_training_residual.py measured 20x)."""

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 
 import numpy as np
 import pytest
@@ -27,7 +26,7 @@ from backlitfix.training.guidance import (
 )
 from backlitfix.training.identity import identity_loss, layer_indices
 from backlitfix.training.trainer import STATE_FILE, Trainer, TrainingError, TrainSettings
-from conftest import shared_path, shrunk_sets
+from conftest import photo_free_folders, shared_path, shrunk_sets
 
 TINY_ARGS = ["--clip-model", TINY, "--clip-pretrained", "random"]
 
@@ -321,14 +320,8 @@ def _cfg(tmp_path):
 
 
 def test_train_bad_input_is_one_clear_line(folders, tmp_path):
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    notes = tmp_path / "notes"
-    notes.mkdir()
-    (notes / "readme.txt").write_text("no photos here")
-    one = tmp_path / "one"
-    one.mkdir()
-    shutil.copy(next(folders["backlit"].iterdir()), one)
+    bad = photo_free_folders(tmp_path, next(folders["backlit"].iterdir()))
+    empty, notes, one = bad["empty"], bad["notes"], bad["one"]
     cases = [
         (["--backlit", str(empty), "--welllit", str(folders["welllit"])], "no images in this folder"),
         (["--backlit", str(notes), "--welllit", str(folders["welllit"])], "no images in this folder"),

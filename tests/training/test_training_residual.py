@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from backlitfix.training.clip import TINY, TINY_RN, load_clip
-from conftest import shared_path
+from conftest import photo_free_folders, shared_path
 
 SEED = 1143  # config training.seed: the CLI seeds with it before loading, so the random model is the same
 
@@ -307,13 +307,8 @@ def test_too_few_images_and_empty_folders_are_clear_errors(tmp_path, clip):
 
     wl = tmp_path / "wl"
     _copy("welllit", WL[:3], wl)
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    notes = tmp_path / "notes"
-    notes.mkdir()
-    (notes / "a.txt").write_text("x")
-    one = tmp_path / "one"
-    _copy("backlit", BL[:1], one)
+    bad = photo_free_folders(tmp_path, shared_path("data", "backlit", BL[0]))
+    empty, notes, one = bad["empty"], bad["notes"], bad["one"]
     broken = tmp_path / "broken"
     broken.mkdir()
     _copy("backlit", BL[:1], broken)
