@@ -114,6 +114,11 @@ class WatchConfig:
 
 
 @dataclass(frozen=True)
+class AutoConfig:
+    bias: float = _opt(ge=-3, le=3)  # added to auto strength's score: < 0 leaves more photos alone
+
+
+@dataclass(frozen=True)
 class BurstConfig:
     gap_seconds: float = _opt(ge=0)
 
@@ -167,6 +172,7 @@ class Config:
     input: InputConfig = _opt()
     output: OutputConfig = _opt()
     watch: WatchConfig = _opt()
+    auto: AutoConfig = _opt()
     burst: BurstConfig = _opt()
     training: TrainingConfig = _opt()
     eval: EvalConfig = _opt()

@@ -82,7 +82,7 @@ class Pipeline:
             return burst.strength
 
         def rule(small, L) -> float:
-            s = round(auto_strength(small, L), 3)
+            s = round(auto_strength(small, L, self.cfg.auto.bias), 3)
             group = self.bursts.assign(capture, key, s).id if capture.burstable else None
             self.applied[key] = (s, group)
             return s

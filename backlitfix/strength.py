@@ -40,8 +40,10 @@ class Decision:
     strength: float
 
 
-def decide(small: torch.Tensor, L: torch.Tensor) -> Decision:
-    """The decision with its measurements. ``small``: (1, 3, h, w) float in [0, 1]; ``L``: (h, w) raw map."""
+def decide(small: torch.Tensor, L: torch.Tensor, bias: float = 0.0) -> Decision:
+    """The decision with its measurements. ``small``: (1, 3, h, w) float in [0, 1]; ``L``: (h, w) raw map.
+    ``bias`` (config ``auto.bias``) is added to the score: a photographer's lean, since no rule can both
+    leave every well-lit photo alone and correct every backlit one (docs/auto-strength.md)."""
     L = L.detach().to("cpu", torch.float32)
     if L.shape != small.shape[-2:]:  # a map at another size: compare like with like
         L = torch.nn.functional.interpolate(L[None, None], size=small.shape[-2:], mode="bilinear")[0, 0]
@@ -56,7 +58,7 @@ def decide(small: torch.Tensor, L: torch.Tensor) -> Decision:
     shadow_gain = float(gain[Y <= cut].mean())
     t = max(1, Y.shape[0] // 3)
     top_light = float(Y[:t].mean() - Y[t:].mean()) if Y.shape[0] > 1 else 0.0
-    score = W_SHADOW_GAIN * shadow_gain + W_TOP_LIGHT * top_light + BIAS
+    score = W_SHADOW_GAIN * shadow_gain + W_TOP_LIGHT * top_light + BIAS + bias
     return Decision(shadow_gain, top_light, score, ramp(score))
 
 
@@ -67,6 +69,6 @@ def ramp(score: float) -> float:
     return t * t * (3.0 - 2.0 * t)
 
 
-def auto_strength(small: torch.Tensor, L: torch.Tensor) -> float:
-    """A `backlitfix.enhance.StrengthRule`: 0 (leave alone) .. 1 (the model's full correction)."""
-    return decide(small, L).strength
+def auto_strength(small: torch.Tensor, L: torch.Tensor, bias: float = 0.0) -> float:
+    """A `backlitfix.enhance.StrengthRule` (with ``bias`` bound): 0 (leave alone) .. 1 (the full correction)."""
+    return decide(small, L, bias).strength

@@ -80,6 +80,21 @@ def test_without_bursts_each_frame_decides_alone(shoot, tmp_path):
     assert all(f["strength"] is not None for f in files)
 
 
+def test_auto_bias_leans_the_whole_run(shoot, tmp_path):
+    """config auto.bias: -3 leaves even the backlit burst alone, +3 corrects even the well-lit one; bursts
+    still share one strength."""
+    got = {}
+    for bias in (-3, 3):
+        cfg = tmp_path / f"bias{bias}.yaml"
+        cfg.write_text(f"auto:\n  bias: {bias}\n")
+        r = cli("run", "--json", "--config", str(cfg), "--dry-run", str(shoot))
+        assert r.exit_code == 0, r.output
+        got[bias] = {Path(f["input"]).name: f["strength"] for f in json.loads(r.stdout)["files"]}
+    assert {got[-3][f"a_backlit_{i}.jpg"] for i in range(3)} == {0.0}
+    assert {got[3][f"b_welllit_{i}.jpg"] for i in range(3)} == {1.0}
+    assert got[-3]["c_single.jpg"] <= got[3]["c_single.jpg"]
+
+
 def test_fixed_strength_in_json(shoot):
     r = cli("run", "--json", "--strength", "0.5", "--dry-run", str(shoot))
     files = json.loads(r.stdout)["files"]

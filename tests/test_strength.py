@@ -53,6 +53,20 @@ def test_strength_grows_with_the_lift_the_network_wants():
     assert any(0.0 < s < 1.0 for s in strengths)  # a ramp, not a switch
 
 
+def test_bias_moves_the_score_and_nothing_else():
+    g = torch.Generator().manual_seed(1)
+    small = torch.rand(1, 3, 90, 120, generator=g)
+    L = torch.full((90, 120), 2.0 ** -1.4)  # 1.4 stops wanted: inside the ramp at bias 0
+    at = {b: decide(small, L, b) for b in (-3.0, -1.0, -0.5, 0.0, 0.5, 1.0, 3.0)}
+    assert 0.0 < at[0.0].strength < 1.0
+    for b, d in at.items():
+        assert d.score == pytest.approx(at[0.0].score + b)
+        assert (d.shadow_gain, d.top_light) == (at[0.0].shadow_gain, at[0.0].top_light)
+    s = [at[b].strength for b in sorted(at)]
+    assert all(y > x for x, y in zip(s, s[1:]) if 0 < y < 1) and s[0] == 0.0 and s[-1] == 1.0
+    assert auto_strength(small, L, -1.0) == at[-1.0].strength
+
+
 @pytest.mark.slow  # every real photo decoded
 def test_decision_on_real_photos(enhancer):
     welllit = decide(*small_and_L(enhancer, shared_path("data", "welllit", "kodim01.jpg")))
@@ -100,4 +114,10 @@ def test_config_accepts_auto_or_a_number(tmp_path):
         load_config(f, user_config=None)
     f.write_text("burst:\n  gap_seconds: -1\n")
     with pytest.raises(ConfigError, match=r"burst\.gap_seconds"):
+        load_config(f, user_config=None)
+    assert load_config(user_config=None).auto.bias == 0.0  # as calibrated
+    f.write_text("auto:\n  bias: -1.5\n")
+    assert load_config(f, user_config=None).auto.bias == -1.5
+    f.write_text("auto:\n  bias: 4\n")
+    with pytest.raises(ConfigError, match=r"auto\.bias .*from -3 to 3"):
         load_config(f, user_config=None)
