@@ -13,6 +13,7 @@ the encoded values; "clipped" = pixels with a channel at 255. Prints wall time a
 
     python bench/shoot.py                                 # everything (~30 min on 2 busy cores)
     python bench/shoot.py --sets welllit backlit --limit 8   # every k-th photo, for iterating
+    python bench/shoot.py --sets welllit over backlit --bias -1 0   # auto at two auto.bias settings
 """
 from __future__ import annotations
 
@@ -82,19 +83,25 @@ def stats(src: Path, out: Path) -> dict:
             "clipped_pp": float(((b == 255).any(-1).mean() - (a == 255).any(-1).mean()) * 100)}
 
 
-def run_set(name: str, files: list[Path], work: Path) -> dict:
+def run_set(name: str, files: list[Path], work: Path, biases=(0.0,)) -> dict:
+    """--strength 1 once, then auto at each ``auto.bias`` (through --config), each line against strength 1."""
     kind = SETS[name][0]
+
+    def rows_of(label: str, *args: str) -> dict:
+        summary, _ = cli("-o", str(work / name / label), *args, *map(str, files))
+        return {Path(f["input"]).name: {**stats(Path(f["input"]), Path(f["output"])), "strength": f["strength"]}
+                for f in summary["files"] if f["status"] == "done"}
+
+    s1 = rows_of("s1", "--strength", "1")
     res = {}
-    for label, strength in (("auto", "auto"), ("s1", "1")):
-        out = work / name / label
-        summary, wall = cli("-o", str(out), "--strength", strength, *map(str, files))
-        rows = {}
-        for f in summary["files"]:
-            if f["status"] == "done":
-                src = Path(f["input"])
-                rows[src.name] = {**stats(src, Path(f["output"])), "strength": f["strength"]}
-        res[label] = {"rows": rows, "wall": wall}
-    auto, s1 = res["auto"]["rows"], res["s1"]["rows"]
+    for bias in biases:
+        config = ["--config", str(_config(work, f"auto:\n  bias: {bias}\n"))] if bias else []
+        auto = rows_of(f"auto{bias:+g}", "--strength", "auto", *config)
+        res[bias] = _report(name, kind, auto, s1, bias)
+    return res
+
+
+def _report(name: str, kind: str, auto: dict, s1: dict, bias: float) -> dict:
     names = sorted(set(auto) & set(s1))
     ch = np.array([auto[n]["change"] for n in names]) * 100
     ch1 = np.array([s1[n]["change"] for n in names]) * 100
@@ -102,10 +109,11 @@ def run_set(name: str, files: list[Path], work: Path) -> dict:
     st = np.array([auto[n]["strength"] for n in names])
     lift_a, lift_1 = np.array([auto[n]["lift"] for n in names]), np.array([s1[n]["lift"] for n in names])
     ratio = lift_a.mean() / max(lift_1.mean(), 1e-9)
-    line = (f"{name:8s} n={len(names):3d}  strength mean {st.mean():.2f} (=0: {np.mean(st < 0.005):.0%}, "
-            f"=1: {np.mean(st > 0.995):.0%})  mean luminance change auto {ch.mean():+.1f} % (worst "
-            f"{ch[np.argmax(np.abs(ch))]:+.1f} %) vs strength 1 {ch1.mean():+.1f} %  clipped {clip.mean():+.3f} pp  "
-            f"dark30 lift auto {lift_a.mean():+.3f} vs strength 1 {lift_1.mean():+.3f} = {ratio:.0%}")
+    line = (f"{name:8s} n={len(names):3d}{f'  bias {bias:+g}' if bias else ''}  strength mean {st.mean():.2f} "
+            f"(=0: {np.mean(st < 0.005):.0%}, =1: {np.mean(st > 0.995):.0%})  mean luminance change auto "
+            f"{ch.mean():+.1f} % (worst {ch[np.argmax(np.abs(ch))]:+.1f} %) vs strength 1 {ch1.mean():+.1f} %  "
+            f"clipped {clip.mean():+.3f} pp  dark30 lift auto {lift_a.mean():+.3f} vs strength 1 "
+            f"{lift_1.mean():+.3f} = {ratio:.0%}")
     if kind == "leave":
         ok = abs(ch.mean()) <= 2 and np.abs(ch).max() <= 5 and clip.mean() <= 0.1
         target = "target: within +-2 % mean, +-5 % worst, clipped <= 0.1 pp"
@@ -245,6 +253,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="at most this many photos per set (every k-th)")
     ap.add_argument("--bursts", type=int, default=8, help="bursts to build from data/backlit (4 frames each)")
     ap.add_argument("--repeat", type=int, default=2, help="runs of each case for the cost")
+    ap.add_argument("--bias", type=float, nargs="+", default=[0.0],
+                    help="auto.bias values to measure the sets at (each against the same --strength 1 run)")
     args = ap.parse_args()
     t0 = time.perf_counter()
     cpu = sorted({w for line in open("/proc/cpuinfo") if line.startswith("flags")
@@ -258,7 +268,7 @@ def main() -> None:
                 files = SETS[name][1]()
                 if args.limit:
                     files = files[:: max(1, len(files) // args.limit)][: args.limit]
-                run_set(name, files, work)
+                run_set(name, files, work, args.bias)
             elif name == "bursts":
                 bench_bursts(args.bursts, work)
             else:

@@ -20,6 +20,7 @@ lift (the sets to correct). Then:
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import time
@@ -32,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from backlitfix.constants import LUMA_REC709 as REC709  # noqa: E402
 from backlitfix.constants import MAX_PIXELS  # noqa: E402
-from backlitfix.strength import SHADOWS, decide  # noqa: E402
+from backlitfix.strength import BIAS, SHADOWS, W_SHADOW_GAIN, W_TOP_LIGHT, decide  # noqa: E402
 
 SHARED = Path(os.environ.get("BACKLITFIX_SHARED") or REPO.parent / "shared")
 DATA = SHARED / "data"
@@ -53,18 +54,47 @@ def measure(path: Path, enhancer) -> dict:
     x = small[0].permute(1, 2, 0).contiguous()
     y0 = (x.numpy() @ np.asarray(REC709, np.float32))
     dark = y0 <= np.quantile(y0, SHADOWS)
-    H, W = y0.shape
     change, lift = [], []
     for s in GRID:
         y = apply_gain(x.clone(), L.clone(), float(s)).numpy() @ np.asarray(REC709, np.float32)
         change.append(y.mean() / max(y0.mean(), 1e-6) - 1)
         lift.append((y[dark] - y0[dark]).mean())
-    centre = y0[H // 4:3 * H // 4, W // 4:3 * W // 4].mean() - y0.mean()
+    gain = -np.log2(np.clip(L.numpy(), 1 / 64, 1.0))
     with torch.no_grad():
-        clip = float((small.amax(1) >= 0.98).float().mean())
-    return {"shadow_gain": d.shadow_gain, "top_light": d.top_light, "p30": float(np.quantile(y0, 0.3)),
-            "p90": float(np.quantile(y0, 0.9)), "clipped": clip, "centre": float(centre),
+        rgb = x.numpy()
+    return {"shadow_gain": d.shadow_gain, "top_light": d.top_light,
+            **candidates(y0, gain, rgb, change[-1], lift[-1]),
             "change": np.array(change), "lift": np.array(lift)}
+
+
+def candidates(y: np.ndarray, gain: np.ndarray, rgb: np.ndarray, change1: float, lift1: float) -> dict:
+    """Other global measurements a rule could use: exposure statistics of the photo at the working size,
+    its layout, its colour, the network's gain map, and what the full correction would do to it."""
+    H, W = y.shape
+    q = np.quantile(y, [0.1, 0.3, 0.5, 0.7, 0.9, 0.98])
+    d30, b20 = y <= q[1], y >= np.quantile(y, 0.8)
+    bh, bw = H // 8, W // 8
+    blocks = np.sort(y[:bh * 8, :bw * 8].reshape(8, bh, 8, bw).mean((1, 3)).ravel())
+    mx, mn = rgb.max(-1), rgb.min(-1)
+    t = max(1, H // 3)
+    return {
+        "p10": q[0], "p30": q[1], "p50": q[2], "p70": q[3], "p90": q[4], "p98": q[5], "mean": y.mean(),
+        "clipped": float((mx >= 0.98).mean()), "bright": float((y > 0.8).mean()), "dark": float((y < 0.1).mean()),
+        "stops": np.log2((y[b20].mean() + 1e-3) / (y[d30].mean() + 1e-3)),  # brightest 20 % over darkest 30 %
+        "log_spread": np.log2(y + 1 / 255).std(), "saturation": ((mx - mn) / (mx + 1e-3)).mean(),
+        "block_range": np.log2((blocks[-6:].mean() + 1e-3) / (blocks[:19].mean() + 1e-3)),  # 8 x 8 blocks
+        "block_spread": np.log2(blocks + 1e-3).std(),
+        "bottom_light": y[2 * t:].mean() - y[:2 * t].mean(),
+        "centre": y[H // 4:3 * H // 4, W // 4:3 * W // 4].mean() - y.mean(),  # centre-weighted metering
+        "gain_mean": gain.mean(), "gain_bright": gain[b20].mean(), "gain_spread": gain.std(),
+        "gain_p90": np.quantile(gain, 0.9), "gain_p10": np.quantile(gain, 0.1),
+        "change1": change1, "lift1": lift1, "lift1_rel": lift1 / max(q[1], 0.02),
+        "selectivity": lift1 / max(change1 * y.mean(), 1e-4),  # shadow lift per unit of overall change
+    }
+
+
+CANDIDATES = ["shadow_gain", "top_light", *candidates(np.linspace(0, 1, 64).reshape(8, 8),
+                                                        np.zeros((8, 8)), np.zeros((8, 8, 3)), 0.0, 0.0)]
 
 
 def collect(cache: Path) -> list[tuple[str, str, dict]]:
@@ -75,7 +105,7 @@ def collect(cache: Path) -> list[tuple[str, str, dict]]:
 
     # One cache per default model: another model's L gives other measurements.
     model = REPO / "backlitfix" / "models" / "default.safetensors"
-    cache = cache / hashlib.sha256(model.read_bytes()).hexdigest()[:12]
+    cache = cache / f"{hashlib.sha256(model.read_bytes()).hexdigest()[:12]}-v2"  # v2: the candidates
     cache.mkdir(parents=True, exist_ok=True)
     enhancer = None
     rows = []
@@ -113,25 +143,90 @@ def smoothstep(z):
 
 def effects(rows, strengths) -> dict:
     """Per set: (mean change %, worst |change| %) for the sets to leave, lift kept for the others."""
+    ch, li = (np.array([r[2][k] for r in rows]) for k in ("change", "lift"))
+    pos = np.clip(np.asarray(strengths, float), 0, 1) * (len(GRID) - 1)
+    lo = np.minimum(np.floor(pos).astype(int), len(GRID) - 2)
+    t, i = pos - lo, np.arange(len(rows))
+    at = lambda m: m[i, lo] * (1 - t) + m[i, lo + 1] * t  # noqa: E731 - linear in s between grid points
+    names = np.array([r[0] for r in rows])
     out = {}
     for name, (kind, _) in SETS.items():
-        idx = [i for i, r in enumerate(rows) if r[0] == name]
+        m = names == name
         if kind == "leave":
-            ch = np.array([np.interp(strengths[i], GRID, rows[i][2]["change"]) for i in idx]) * 100
-            out[name] = (ch.mean(), np.abs(ch).max())
+            c = at(ch)[m] * 100
+            out[name] = (c.mean(), np.abs(c).max())
         else:
-            kept = sum(np.interp(strengths[i], GRID, rows[i][2]["lift"]) for i in idx)
-            out[name] = (kept / sum(rows[i][2]["lift"][-1] for i in idx),)
+            out[name] = (at(li)[m].sum() / li[m, -1].sum(),)
     return out
+
+
+def leave_ok(e: dict, worst: float) -> bool:
+    return all(abs(e[k][0]) <= 2 and e[k][1] <= worst for k, (kind, _) in SETS.items() if kind == "leave")
+
+
+def kept(e: dict) -> float:
+    """How close to the floors the sets to correct come (1 = all met; DICM apart, see the conflicts)."""
+    return min(e["backlit"][0] / 0.9, e["under"][0] / 0.8, e["lime"][0] / 0.8)
+
+
+def operating_point(rows, z, worst: float) -> dict | None:
+    """The largest shift of the score at which the sets to leave stay within their floors."""
+    lo, hi = -12.0, 4.0
+    if not leave_ok(effects(rows, smoothstep(z + lo)), worst):
+        return None
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if leave_ok(effects(rows, smoothstep(z + mid)), worst) else (lo, mid)
+    return effects(rows, smoothstep(z + lo))
 
 
 def show(e: dict) -> str:
     return "  ".join(f"{k} {v[0]:+.1f}/{v[1]:.0f} %" if len(v) == 2 else f"{k} {v[0]:.0%}" for k, v in e.items())
 
 
+def conflicts(rows, sheet: Path) -> None:
+    """Photos the issue asks to leave alone whose nearest photo, by exposure and layout, is one it asks to
+    correct: no rule on these measurements can treat the two differently. A contact sheet shows the pairs."""
+    feats = ["shadow_gain", "top_light", "p30", "mean", "p90", "centre", "stops"]
+    Xf = np.array([[float(r[2][f]) for f in feats] for r in rows])
+    Z = (Xf - Xf.mean(0)) / Xf.std(0)
+    leave = np.array([SETS[r[0]][0] == "leave" for r in rows])
+    pairs = []
+    for i in np.flatnonzero(leave):
+        d = np.linalg.norm(Z - Z[i], axis=1)
+        d[i] = np.inf
+        j = int(np.argmin(d))
+        if not leave[j] and rows[i][2]["change"][-1] > 0.05:
+            pairs.append((d[j], i, j))
+    pairs.sort()
+    print(f"\nConflicts: {len(pairs)} photos to leave alone (changed > 5 % at strength 1) whose nearest photo by "
+          f"{', '.join(feats)}\n(standardized) is one to correct:")
+    for d, i, j in pairs:
+        print(f"  {rows[i][0]}/{rows[i][1]} (strength 1: {rows[i][2]['change'][-1]:+.0%} mean)  ~  "
+              f"{rows[j][0]}/{rows[j][1]} (lift {rows[j][2]['lift'][-1]:.3f})  distance {d:.2f}")
+    if pairs:
+        from PIL import Image, ImageDraw
+
+        files = {(n, p.stem): p for n, (_, pattern) in SETS.items() for p in DATA.glob(pattern)}
+        side = 240
+        canvas = Image.new("RGB", (2 * side, side * len(pairs)), "black")
+        for k, (_, i, j) in enumerate(pairs):
+            for col, r in enumerate((rows[i], rows[j])):
+                im = Image.open(files[(r[0], r[1])]).convert("RGB")
+                im.thumbnail((side, side - 14))
+                canvas.paste(im, (col * side, k * side + 14))
+                ImageDraw.Draw(canvas).text((col * side + 2, k * side), f"{'leave' if col == 0 else 'correct'}: "
+                                            f"{r[0]}/{r[1]}", fill=(255, 255, 0))
+        sheet.parent.mkdir(parents=True, exist_ok=True)
+        canvas.save(sheet, quality=88)
+        print(f"  contact sheet: {sheet}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cache", type=Path, default=REPO / "bench" / "out" / "strength_fit")
+    ap.add_argument("--sheet", type=Path, default=REPO / "bench" / "out" / "strength_fit" / "conflicts.jpg",
+                    help="where to write the contact sheet of the conflicting pairs")
     args = ap.parse_args()
     t0 = time.perf_counter()
     rows = collect(args.cache)
@@ -185,6 +280,35 @@ def main() -> None:
     share = sum(r[2]["lift"][-1] for r in dicm if r[2]["p30"] >= welllit_p30) / sum(r[2]["lift"][-1] for r in dicm)
     print(f"\nDICM: {share:.0%} of its strength-1 lift is in photos whose darkest 30 % are at least as bright as "
           f"the darkest well-lit photo's (luma {welllit_p30:.3f})")
+
+    print("\nauto.bias (added to the score; strength.py's rule as shipped, fitted on these photos; then held out:"
+          "\nthe same two measurements refitted under 5-fold CV, 3 shuffles)")
+    shipped = np.array([float(r[2]["shadow_gain"]) * W_SHADOW_GAIN + float(r[2]["top_light"]) * W_TOP_LIGHT + BIAS
+                        for r in rows])
+    zs = [held_out(chosen, kfold(s)) for s in range(3)]
+    for b in (-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0):
+        es = [effects(rows, smoothstep(z + b)) for z in zs]
+        e = {k: tuple(np.mean([x[k][i] for x in es]) for i in range(len(es[0][k]))) for k in SETS}
+        print(f"  bias {b:+.1f}  shipped: {show(effects(rows, smoothstep(shipped + b)))}\n"
+              f"             held out: {show(e)}")
+
+    print(f"\nAn upper bound: the best rules on 2 or 3 of {len(CANDIDATES)} measurements, each fitted AND scored on "
+          "all\nphotos (nothing held out), at the largest shift that keeps the sets to leave within their floors")
+    for worst, label in ((1e9, "mean change within +-2 %"), (5.0, "mean within +-2 % and worst within +-5 %")):
+        for k in (2, 3):
+            best = []
+            for feats in itertools.combinations(CANDIDATES, k):
+                Xf = X(list(feats))
+                c, b0 = fit(Xf, y, w)
+                e = operating_point(rows, Xf @ c + b0, worst)
+                if e is not None:
+                    best.append((kept(e), feats, e))
+            best.sort(key=lambda t: -t[0])
+            print(f"  {label}, {k} measurements:")
+            for _, feats, e in best[:3]:
+                print(f"    {'+'.join(feats):45s} {show(e)}")
+
+    conflicts(rows, args.sheet)
     print(f"[{time.perf_counter() - t0:.0f} s]")
 
 
