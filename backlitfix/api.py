@@ -148,13 +148,15 @@ class Enhancer:
 
 
 def load(model: str | Path | None = None, *, device: str = "auto", mode: str = "fast",
-         strength: Strength = "auto", precision: str = "auto", backend: str = "auto") -> Enhancer:
+         strength: Strength = "auto", precision: str = "auto", backend: str = "auto",
+         auto_bias: float = 0.0) -> Enhancer:
     """Load a model for `Enhancer.enhance`; the settings are ``backlitfix run``'s options of the same names.
 
     ``model``: a model name (``backlitfix models``) or a checkpoint path; None = the default model.
     ``device``: auto | cpu | cuda | mps. ``mode``: fast | exact. ``strength``: 0..2 or "auto" (the
     default for each `enhance` call). ``precision``: auto | fp32 | bf16 | fp16 (fast mode on a GPU).
     ``backend``: auto | torch | onnxruntime | openvino (the CPU: fast mode, and exact mode's interior tiles).
+    ``auto_bias``: -3..3, the lean of "auto" (``--auto-bias``): negative leaves more images alone.
     The user's configuration file is not read: a script gets the same result on every machine.
     Raises `BacklitfixError` with a one-line reason.
     """
@@ -162,7 +164,7 @@ def load(model: str | Path | None = None, *, device: str = "auto", mode: str = "
     from .model.checkpoint import CheckpointError
 
     overrides = {"model": None if model is None else str(model), "device": device, "mode": mode,
-                 "strength": strength, "precision": precision, "backend": backend}
+                 "strength": strength, "precision": precision, "backend": backend, "auto.bias": auto_bias}
     try:
         cfg = load_config(overrides={k: v for k, v in overrides.items() if v is not None}, user_config=None)
         return from_config(cfg)

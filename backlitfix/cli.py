@@ -177,6 +177,7 @@ def run(paths, dry_run, as_json, with_report, **opts):
             "model": info.name if info else cfg.model,
             "mode": cfg.mode,
             "strength": cfg.strength,
+            **({"auto_bias": cfg.auto.bias} if cfg.strength == "auto" else {}),
             "dry_run": dry_run,
             **counts,
             **({"interrupted": interrupted} if interrupted else {}),

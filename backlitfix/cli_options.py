@@ -71,6 +71,7 @@ def photo_options(f):
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), help="Where the network runs."),
         click.option("--model", help="Model name or checkpoint path [default: the embedded model]."),
         click.option("--strength", help="auto (default: each photo's light decides), or 0 = original .. 1 = the model's correction (up to 2)."),
+        click.option("--auto-bias", type=float, help="Lean of --strength auto: negative leaves more photos alone, positive corrects more, -3..3 [default: 0]."),
         click.option("--mode", type=click.Choice(["fast", "exact"]), help="fast: estimate at working resolution; exact: full-resolution tiles."),
         click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="Network precision in fast mode."),
         click.option("--backend", type=click.Choice(["auto", "torch", "onnxruntime", "openvino"]), help="What runs the network on the CPU (fast mode; exact mode's interior tiles) [default: auto = OpenVINO, else ONNX Runtime where installed, else PyTorch]."),
@@ -93,6 +94,7 @@ def load_cli_config(opts: dict):
         "output.format": opts.get("fmt"),
         "output.jpeg_quality": opts.get("quality"),
         "output.overwrite": None if skip is None else not skip,
+        "auto.bias": opts.get("auto_bias"),
         **{k: opts.get(k) for k in ("jobs", "device", "model", "strength", "mode", "precision", "backend")},
     }
     try:

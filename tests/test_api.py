@@ -71,6 +71,22 @@ def test_pil_image_from_image_open_equals_run_auto(enh, auto_run, name):
 
 
 @pytest.mark.slow
+def test_auto_bias_equals_runs_flag(tmp_path):
+    """load(auto_bias=...) leans as `run --auto-bias` does: the same strength and the same pixels."""
+    src = shared_path("data", "backlit", "ovd0312_21.jpg")  # in auto's ramp: the lean shows
+    files = cli("run", "--output", str(tmp_path / "out"), "--format", "png", "--json", "--auto-bias", "-0.5",
+                "--", str(src), cwd=tmp_path)
+    with Image.open(src) as im:
+        leaned, s = backlitfix.load(auto_bias=-0.5).enhance(im, return_strength=True)
+        _, s0 = backlitfix.load().enhance(im, return_strength=True)
+    assert s == files[src.name]["strength"] < s0
+    np.testing.assert_array_equal(np.asarray(leaned), decode(Path(files[src.name]["output"]),
+                                                             max_pixels=MAX_PIXELS).pixels)
+    with pytest.raises(backlitfix.BacklitfixError, match="auto.bias"):
+        backlitfix.load(auto_bias=5)
+
+
+@pytest.mark.slow
 def test_auto_decides_per_photo(auto_run):
     """The auto runs above are not all one strength: a test of "auto" that a fixed value would also pass
     would prove nothing."""

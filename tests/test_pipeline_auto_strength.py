@@ -89,16 +89,22 @@ def test_auto_bias_leans_the_whole_run(shoot, tmp_path):
         cfg.write_text(f"auto:\n  bias: {bias}\n")
         r = cli("run", "--json", "--config", str(cfg), "--dry-run", str(shoot))
         assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["auto_bias"] == bias  # the run says how it leaned
         got[bias] = {Path(f["input"]).name: f["strength"] for f in json.loads(r.stdout)["files"]}
     assert {got[-3][f"a_backlit_{i}.jpg"] for i in range(3)} == {0.0}
     assert {got[3][f"b_welllit_{i}.jpg"] for i in range(3)} == {1.0}
     assert got[-3]["c_single.jpg"] <= got[3]["c_single.jpg"]
+    # the flag is the same setting, and overrides the config file
+    r = cli("run", "--json", "--config", str(tmp_path / "bias3.yaml"), "--auto-bias", "-3", "--dry-run", str(shoot))
+    assert {Path(f["input"]).name: f["strength"] for f in json.loads(r.stdout)["files"]} == got[-3]
+    r = cli("run", "--auto-bias", "9", "--dry-run", str(shoot))
+    assert r.exit_code == 2 and "auto.bias" in r.output and len(r.output.strip().splitlines()) == 1
 
 
 def test_fixed_strength_in_json(shoot):
     r = cli("run", "--json", "--strength", "0.5", "--dry-run", str(shoot))
     files = json.loads(r.stdout)["files"]
-    assert json.loads(r.stdout)["strength"] == 0.5
+    assert json.loads(r.stdout)["strength"] == 0.5 and "auto_bias" not in json.loads(r.stdout)
     assert {f["strength"] for f in files} == {0.5} and {f["group"] for f in files} == {None}
 
 

@@ -248,7 +248,8 @@ def settings_of(cfg, info, enhancer) -> list[tuple[str, str]]:
     rows = [
         ("Model", model),
         ("Mode", mode),
-        ("Strength", "auto: each photo's light decides; a burst shares its first frame's" if cfg.strength == "auto"
+        ("Strength", "auto: each photo's light decides; a burst shares its first frame's"
+         + (f" (auto.bias {cfg.auto.bias:+g})" if cfg.auto.bias else "") if cfg.strength == "auto"
          else f"{cfg.strength:g}"),
         ("Precision", prec),
         ("Device", str(enhancer.device)),

@@ -21,6 +21,7 @@ from backlitfix.discover import Job
 from backlitfix.enhance import Enhancer, to_float, working_size
 from backlitfix.eval.report import THUMB_DIR, THUMB_SIDE, report_folder
 from backlitfix.model.checkpoint import load_model
+from backlitfix.model.network import EnhanceNet
 from conftest import cli, model, shared_path
 
 HOSTILE = ["$(touch PWNED).jpg", 'a "quote" #1 ?.jpg', "<script>alert(1)<\\script> é%41&amp;.jpg"]
@@ -276,3 +277,18 @@ document.body.setAttribute('data-all', Array.prototype.filter.call(document.quer
     body = re.search(r"<body([^>]*)>", dom).group(1)
     assert re.search(r'data-visible="welllit\.jpg"', body), body
     assert re.search(r'data-all="3"', body), body
+
+
+def test_settings_say_how_auto_leaned():
+    """The page's settings name a non-default auto.bias, so a report says how its strengths were decided."""
+    from backlitfix.eval.report import settings_of
+
+    engine = Enhancer(EnhanceNet(), mode="fast")
+    rows = {
+        b: dict(settings_of(load_config(overrides={"auto.bias": b}, user_config=None), None, engine))["Strength"]
+        for b in (0.0, -1.0)
+    }
+    assert rows[0.0].startswith("auto: ") and "bias" not in rows[0.0]
+    assert rows[-1.0].endswith("(auto.bias -1)")
+    fixed = settings_of(load_config(overrides={"strength": "0.5", "auto.bias": -1}, user_config=None), None, engine)
+    assert dict(fixed)["Strength"] == "0.5"  # a fixed strength ignores the lean
