@@ -9,7 +9,7 @@ resolution and the network's illumination map L for it. Two measurements, a line
 - ``top_light``: how much brighter the top third of the (upright) photo is than the rest: sky, sun or a
   window behind and above a darker subject.
 
-score = 2.3 * shadow_gain + 3.4 * top_light - 3.3 (a logistic fit on ../shared data; the weights were
+score = 2.3 * shadow_gain + 3.4 * top_light - 3.3 + auto.bias (a logistic fit on ../shared data; the weights were
 fitted with each photo weighted by how much a wrong decision would change it; held-out accuracy 84 %
 in 5-fold cross-validation; `bench/strength_fit.py` reproduces it). The strength is a smoothstep of
 the score from -1 to +1: exactly 0 below (the photo is left alone, byte for byte), exactly 1 above, and

@@ -28,7 +28,8 @@
     to luarc
   * preferences > lua options: backlitfix executable, model (empty = the default model),
     strength (auto: as much as each photo's light calls for, well-lit photos left alone and a
-    burst given one look; or fixed: 0 = original, 1 = the model's correction) and output format
+    burst given one look; or fixed: 0 = original, 1 = the model's correction), auto's lean
+    (negative leaves more photos alone, positive corrects more) and output format
   * select images in the lighttable, then "fix backlight" in the "actions on selection" module,
     or bind a key to "backlitfix: fix selected images" in preferences > shortcuts > lua
   * the original file is corrected, not darktable's edit of it
@@ -173,11 +174,20 @@ local function strength_arg(x)
   return string.format("%d.%02d", n // 100, n % 100)
 end
 
+-- Auto strength's lean (--auto-bias), signed, with a dot whatever the locale.
+local function bias_arg(x)
+  return (x < 0 and "-" or "") .. strength_arg(math.abs(x))
+end
+
 -- The argument list for one folder's images; paths come after "--".
 function bf.build_argv(opts, outdir, paths)
   local argv = { opts.executable ~= "" and opts.executable or "backlitfix", "run",
                  "--output", outdir, "--suffix", opts.suffix, "--format", opts.format,
                  "--strength", strength_arg(opts.strength), "--skip-existing" }
+  if type(opts.strength) ~= "number" and type(opts.auto_bias) == "number" and opts.auto_bias ~= 0 then
+    argv[#argv + 1] = "--auto-bias"
+    argv[#argv + 1] = bias_arg(opts.auto_bias)
+  end
   if opts.model ~= "" then
     argv[#argv + 1] = "--model"
     argv[#argv + 1] = opts.model
@@ -348,6 +358,7 @@ function bf.options_from_preferences()
     model = dt.preferences.read(MODULE, "model", "string"),
     strength = dt.preferences.read(MODULE, "strength_mode", "enum") == "fixed"
       and dt.preferences.read(MODULE, "strength", "float") or "auto",
+    auto_bias = dt.preferences.read(MODULE, "auto_bias", "float"),
     format = dt.preferences.read(MODULE, "format", "enum"),
     suffix = DEFAULT_SUFFIX,
   }
@@ -371,6 +382,9 @@ if dt.configuration.has_gui then
       .. "fixed: the strength below for every photo"), "auto", "auto", "fixed")
   dt.preferences.register(MODULE, "strength", "float", _("backlitfix: fixed strength"),
     _("with strength 'fixed': 0 = the original, 1 = the model's correction, up to 2"), 1.0, 0.0, 2.0, 0.05)
+  dt.preferences.register(MODULE, "auto_bias", "float", _("backlitfix: auto lean"),
+    _("with strength 'auto': -1 leaves more photos alone (well-lit ones almost never touched, backlit ones "
+      .. "get less), +0.5 corrects more; 0 = as calibrated"), 0.0, -3.0, 3.0, 0.25)
   dt.preferences.register(MODULE, "format", "enum", _("backlitfix: output format"),
     _("auto keeps the photo's format (RAW becomes 16-bit TIFF)"), "auto", "auto", "tiff", "jpeg", "png")
 

@@ -76,6 +76,16 @@ local ok, err = pcall(function()
       if a == "--strength" then out:write("strength ", tostring(st), " ", argv[k + 1], "\n") end
     end
   end
+  -- 3b. auto's lean: passed only with strength auto and a lean other than 0
+  for i, c in ipairs({ { "auto", -1.25 }, { "auto", 0.5 }, { "auto", 0.0 }, { 1.25, -1.0 } }) do
+    local argv = bf.build_argv({ executable = "", model = "", strength = c[1], auto_bias = c[2], format = "auto",
+                                 suffix = "_b" }, "/o", { "/p" })
+    local got = "none"
+    for k, a in ipairs(argv) do
+      if a == "--auto-bias" then got = argv[k + 1] end
+    end
+    out:write("bias ", i, " ", got, " ", argv[#argv - 1], "\n")
+  end
   -- 4. the processing path on real files
   local images = {}
   local tag = dt.tags.create("backlitfix test|hostile")
@@ -199,6 +209,8 @@ def test_darktable_plugin_processes_hostile_names_for_real(tmp_path):
     # 3. the strength argument the plug-in passes
     assert ["strength", "auto", "auto"] in rows and ["strength", "1.25", "1.25"] in rows
     assert ["strength", "0", "0.00"] in rows
+    assert [r[1:] for r in rows if r[0] == "bias"] == [  # and the paths still come after "--"
+        ["1", "-1.25", "--"], ["2", "0.50", "--"], ["3", "none", "--"], ["4", "none", "--"]]
 
     # 4. two images fixed, the one with a result skipped, the result untouched
     assert ["summary", "1", "1", "0"] in rows
@@ -235,6 +247,7 @@ local ok, err = pcall(function()
   local sd = assert(package.loaded["contrib/backlitfix"], "luarc did not load the plugin")
   local o = sd.backlitfix.options_from_preferences()
   out:write("prefs ", o.executable, " [", o.model, "] ", tostring(o.strength), " ", o.format, "\n")
+  out:write("lean ", string.format("%.2f", o.auto_bias), "\n")
   out:write("name ", sd.metadata.name, "\n")
   -- the GUI's way of running commands (dt.control.execute, a background job) with a hostile name
   local function unhex(h) return (h:gsub("%x%x", function(x) return string.char(tonumber(x, 16)) end)) end
@@ -293,6 +306,7 @@ def test_darktable_plugin_registers_and_unregisters_in_the_gui(tmp_path):
     marker = (work / "marker.txt").read_text().splitlines() if (work / "marker.txt").exists() else []
     assert marker and marker[-1] == "ok", "\n".join(marker) + "\n" + (proc.stdout + proc.stderr)[-3000:]
     assert "prefs backlitfix [] auto auto" in marker  # strength: auto by default
+    assert "lean 0.00" in marker  # and auto's lean as calibrated
     assert "summary 1 0 0" in marker and "grouped true" in marker
     assert (shoot / "-a 'b' \"c\" `touch PWNED`; ü\nd_backlitfix.jpg").read_bytes() == jpeg.read_bytes()
     assert "destroyed" in marker
