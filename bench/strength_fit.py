@@ -222,9 +222,47 @@ def conflicts(rows, sheet: Path) -> None:
         print(f"  contact sheet: {sheet}")
 
 
+def per_region(rows) -> None:
+    """A direction measured, not shipped: decide per pixel instead of per photo. Each pixel's score puts its own
+    gain g(x) in place of part of the photo's shadow gain: z(x) = score + 2.3 * (1 - lam) * (g(x) - shadow_gain),
+    strength(x) = smoothstep(z(x)); lam = 1 is the shipped per-photo rule. Needs the working passes again."""
+    from backlitfix.config import load_config
+    from backlitfix.constants import L_FLOOR
+    from backlitfix.io.decode import decode
+    from backlitfix.pipeline import load_enhancer
+
+    enhancer, _ = load_enhancer(load_config(user_config=None))
+    rec = np.asarray(REC709, np.float32)
+    maps = []
+    for name, stem in ((r[0], r[1]) for r in rows):
+        path = next(p for p in DATA.glob(SETS[name][1]) if p.stem == stem)
+        small, L = enhancer.working_pass(decode(path, max_pixels=MAX_PIXELS).pixels)
+        x = small[0].permute(1, 2, 0).numpy()
+        g = -np.log2(np.clip(L.numpy(), L_FLOOR, 1.0))
+        y0 = x @ rec
+        maps.append((x, g, y0, y0 <= np.quantile(y0, SHADOWS)))
+    print("\nPer region (measured, not shipped): z(x) = score + 2.3 (1 - lam) (g(x) - shadow_gain) + bias")
+    for lam in (1.0, 0.5, 0.0):
+        for b in (-0.5, 0.0, 0.5):
+            out = {}
+            for r, (x, g, y0, dark) in zip(rows, maps):
+                sg, top = float(r[2]["shadow_gain"]), float(r[2]["top_light"])
+                z = W_SHADOW_GAIN * (lam * sg + (1 - lam) * g) + W_TOP_LIGHT * top + BIAS + b
+                y = np.clip(x * (2.0 ** (g * smoothstep(z)))[..., None], 0, 1) @ rec
+                out.setdefault(r[0], []).append((y.mean() / max(y0.mean(), 1e-6) - 1, (y[dark] - y0[dark]).mean(),
+                                                 r[2]["lift"][-1]))
+            e = {}
+            for name, (kind, _) in SETS.items():
+                v = np.array(out[name])
+                e[name] = (v[:, 0].mean() * 100, np.abs(v[:, 0]).max() * 100) if kind == "leave" else \
+                    (v[:, 1].sum() / v[:, 2].sum(),)
+            print(f"  lam {lam:.1f} bias {b:+.1f}: {show(e)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cache", type=Path, default=REPO / "bench" / "out" / "strength_fit")
+    ap.add_argument("--per-region", action="store_true", help="also measure per-pixel decisions (1 more min)")
     ap.add_argument("--sheet", type=Path, default=REPO / "bench" / "out" / "strength_fit" / "conflicts.jpg",
                     help="where to write the contact sheet of the conflicting pairs")
     args = ap.parse_args()
@@ -309,6 +347,8 @@ def main() -> None:
                 print(f"    {'+'.join(feats):45s} {show(e)}")
 
     conflicts(rows, args.sheet)
+    if args.per_region:
+        per_region(rows)
     print(f"[{time.perf_counter() - t0:.0f} s]")
 
 
