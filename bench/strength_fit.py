@@ -241,22 +241,60 @@ def per_region(rows) -> None:
         g = -np.log2(np.clip(L.numpy(), L_FLOOR, 1.0))
         y0 = x @ rec
         maps.append((x, g, y0, y0 <= np.quantile(y0, SHADOWS)))
-    print("\nPer region (measured, not shipped): z(x) = score + 2.3 (1 - lam) (g(x) - shadow_gain) + bias")
+    print("\nPer region (measured, not shipped): z(x) = score + 2.3 (1 - lam) (g(x) - shadow_gain) + bias;"
+          "\n'reversed': large-scale tone reversal, the share of pixel pairs 3 % of the diagonal apart whose"
+          "\nlog-luma order (blurred over 1 % of the diagonal, pairs differing by > 0.15 stops) the output flips:"
+          "\nmean / 90th percentile over the backlit and the well-lit photos")
     for lam in (1.0, 0.5, 0.0):
         for b in (-0.5, 0.0, 0.5):
-            out = {}
+            out, flips = {}, {}
             for r, (x, g, y0, dark) in zip(rows, maps):
                 sg, top = float(r[2]["shadow_gain"]), float(r[2]["top_light"])
                 z = W_SHADOW_GAIN * (lam * sg + (1 - lam) * g) + W_TOP_LIGHT * top + BIAS + b
                 y = np.clip(x * (2.0 ** (g * smoothstep(z)))[..., None], 0, 1) @ rec
                 out.setdefault(r[0], []).append((y.mean() / max(y0.mean(), 1e-6) - 1, (y[dark] - y0[dark]).mean(),
                                                  r[2]["lift"][-1]))
+                if b == 0.0 and r[0] in ("backlit", "welllit"):
+                    flips.setdefault(r[0], []).append(reversed_share(y0, y))
             e = {}
             for name, (kind, _) in SETS.items():
                 v = np.array(out[name])
                 e[name] = (v[:, 0].mean() * 100, np.abs(v[:, 0]).max() * 100) if kind == "leave" else \
                     (v[:, 1].sum() / v[:, 2].sum(),)
-            print(f"  lam {lam:.1f} bias {b:+.1f}: {show(e)}")
+            rev = "".join(f"  reversed {k} {np.mean(v):.1%} / {np.percentile(v, 90):.1%}" for k, v in flips.items())
+            print(f"  lam {lam:.1f} bias {b:+.1f}: {show(e)}{rev}")
+    for fixed in (1.0, 2.0):
+        flips = {}
+        for r, (x, g, y0, _) in zip(rows, maps):
+            if r[0] in ("backlit", "welllit"):
+                y = np.clip(x * (2.0 ** (g * fixed))[..., None], 0, 1) @ rec  # (no roll-off above 1: an upper bound)
+                flips.setdefault(r[0], []).append(reversed_share(y0, y))
+        print(f"  fixed strength {fixed:g}:" + "".join(f"  reversed {k} {np.mean(v):.1%} / {np.percentile(v, 90):.1%}"
+                                                     for k, v in flips.items()))
+
+
+def reversed_share(y0: np.ndarray, y: np.ndarray) -> float:
+    """Large-scale tone reversal: pairs of pixels 3 % of the diagonal apart (across and down) whose order of
+    log luma, blurred over 1 % of the diagonal, the output flips; only pairs > 0.15 stops apart count."""
+    import torch
+
+    H, W = y0.shape
+    k = 2 * max(1, round(0.005 * np.hypot(H, W))) + 1
+    d = max(2, round(0.03 * np.hypot(H, W)))
+
+    def blur(a):
+        t = torch.from_numpy(np.log2(a + 1 / 255).astype(np.float32))[None, None]
+        return torch.nn.functional.avg_pool2d(t, k, 1, k // 2, count_include_pad=False)[0, 0].numpy()
+
+    i, o = blur(y0), blur(y)
+    flipped = counted = 0
+    for a, b in (((slice(None), slice(d, None)), (slice(None), slice(None, -d))),
+                 ((slice(d, None), slice(None)), (slice(None, -d), slice(None)))):
+        di, do = i[a] - i[b], o[a] - o[b]
+        m = np.abs(di) > 0.15
+        flipped += int((m & (np.sign(di) != np.sign(do))).sum())
+        counted += int(m.sum())
+    return flipped / max(counted, 1)
 
 
 def main() -> None:
