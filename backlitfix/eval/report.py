@@ -34,12 +34,12 @@ from ..constants import L_FLOOR
 from ..discover import DEFAULT_OUTPUT_DIRNAME, Job
 from ..io.atomic import atomic_write_bytes
 from ..photo import Photo, PhotoError
+from ..strength import LEFT_ALONE
 
 REPORT_NAME = "report.html"
 THUMB_DIR = ".backlitfix-report"
 THUMB_SIDE = 640  # long side in px: sharp in a two-column grid, ~30-60 KB per JPEG
 THUMB_QUALITY = 80
-LEFT_ALONE = 0.05  # a strength below this changes a photo's mean luminance by well under 2 %: "left alone"
 _THUMB_NAME = re.compile(r"^\d{4,}-[0-9a-f]{10}-(before|after|light)\.jpg$")  # only these are ever deleted
 
 
