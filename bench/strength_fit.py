@@ -247,7 +247,7 @@ def per_region(rows) -> None:
           "\nmean / 90th percentile over the backlit and the well-lit photos")
     for lam in (1.0, 0.5, 0.0):
         for b in (-0.5, 0.0, 0.5):
-            out, flips = {}, {}
+            out, flips, untouched = {}, {}, []
             for r, (x, g, y0, dark) in zip(rows, maps):
                 sg, top = float(r[2]["shadow_gain"]), float(r[2]["top_light"])
                 z = W_SHADOW_GAIN * (lam * sg + (1 - lam) * g) + W_TOP_LIGHT * top + BIAS + b
@@ -256,12 +256,16 @@ def per_region(rows) -> None:
                                                  r[2]["lift"][-1]))
                 if b == 0.0 and r[0] in ("backlit", "welllit"):
                     flips.setdefault(r[0], []).append(reversed_share(y0, y))
+                if b == 0.0 and r[0] == "welllit":  # untouched: under 0.1 % of the pixels change by a level
+                    e8 = np.clip(x * (2.0 ** (g * smoothstep(z)))[..., None], 0, 1)
+                    untouched.append(float((np.abs(e8 - x) * 255 > 0.5).any(-1).mean() < 0.001))
             e = {}
             for name, (kind, _) in SETS.items():
                 v = np.array(out[name])
                 e[name] = (v[:, 0].mean() * 100, np.abs(v[:, 0]).max() * 100) if kind == "leave" else \
                     (v[:, 1].sum() / v[:, 2].sum(),)
             rev = "".join(f"  reversed {k} {np.mean(v):.1%} / {np.percentile(v, 90):.1%}" for k, v in flips.items())
+            rev += f"  well-lit untouched {int(sum(untouched))}/{len(untouched)}" if untouched else ""
             print(f"  lam {lam:.1f} bias {b:+.1f}: {show(e)}{rev}")
     for fixed in (1.0, 2.0):
         flips = {}
