@@ -199,13 +199,14 @@ def run(paths, dry_run, as_json, with_report, **opts):
         parts = [f"{counts[k]} {k}" for k in ("done", "planned", "skipped", "failed") if counts[k]]
         if interrupted:
             parts.append(f"{interrupted} not done (interrupted)")
-        click.echo(f"backlitfix: {', '.join(parts) or 'no photos found'} in {elapsed:.1f} s", err=True)
         sorted_ = [r for r in results if r.strength is not None and r.status in ("done", "planned")]
+        how = ""
         if cfg.strength == "auto" and sorted_:  # how auto sorted the shoot, for a glance before the report
             from .strength import sorted_shoot
 
-            click.echo(f"backlitfix: {sorted_shoot([r.strength for r in sorted_], [r.group for r in sorted_])}"
-                       + (f" (--auto-bias {cfg.auto.bias:+g})" if cfg.auto.bias else ""), err=True)
+            how = (f"; {sorted_shoot([r.strength for r in sorted_], [r.group for r in sorted_])}"
+                   + (f" (--auto-bias {cfg.auto.bias:+g})" if cfg.auto.bias else ""))
+        click.echo(f"backlitfix: {', '.join(parts) or 'no photos found'} in {elapsed:.1f} s{how}", err=True)
         if work.subfolders:
             n, names = len(work.subfolders), ", ".join(shown(p.name) for p in work.subfolders[:3])
             click.echo(f"backlitfix: {n} sub-folder{'s' * (n > 1)} not searched ({names}{', ...' * (n > 3)}); "
