@@ -59,8 +59,13 @@ def decide(small: torch.Tensor, L: torch.Tensor, bias: float = 0.0) -> Decision:
     shadow_gain = float(gain[Y <= cut].mean())
     t = max(1, Y.shape[0] // 3)
     top_light = float(Y[:t].mean() - Y[t:].mean()) if Y.shape[0] > 1 else 0.0
-    score = W_SHADOW_GAIN * shadow_gain + W_TOP_LIGHT * top_light + BIAS + bias
-    return Decision(shadow_gain, top_light, score, ramp(score))
+    z = score(shadow_gain, top_light, bias)
+    return Decision(shadow_gain, top_light, z, ramp(z))
+
+
+def score(shadow_gain, top_light, bias=0.0):
+    """The linear score of the two measurements (numbers, or numpy arrays of them); 0 = undecided."""
+    return W_SHADOW_GAIN * shadow_gain + W_TOP_LIGHT * top_light + BIAS + bias
 
 
 def ramp(score: float) -> float:

@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from backlitfix.constants import LUMA_REC709 as REC709  # noqa: E402
 from backlitfix.constants import MAX_PIXELS  # noqa: E402
-from backlitfix.strength import BIAS, SHADOWS, W_SHADOW_GAIN, W_TOP_LIGHT, decide  # noqa: E402
+from backlitfix.strength import SHADOWS, decide, score  # noqa: E402
 
 SHARED = Path(os.environ.get("BACKLITFIX_SHARED") or REPO.parent / "shared")
 DATA = SHARED / "data"
@@ -97,6 +97,11 @@ CANDIDATES = ["shadow_gain", "top_light", *candidates(np.linspace(0, 1, 64).resh
                                                         np.zeros((8, 8)), np.zeros((8, 8, 3)), 0.0, 0.0)]
 
 
+def photos() -> dict[tuple[str, str], Path]:
+    """Every photo of the six sets by (set, file stem), in set order and then by name."""
+    return {(name, p.stem): p for name, (_, pattern) in SETS.items() for p in sorted(DATA.glob(pattern))}
+
+
 def collect(cache: Path) -> list[tuple[str, str, dict]]:
     import hashlib
 
@@ -109,17 +114,16 @@ def collect(cache: Path) -> list[tuple[str, str, dict]]:
     cache.mkdir(parents=True, exist_ok=True)
     enhancer = None
     rows = []
-    for name, (_, pattern) in SETS.items():
-        for p in sorted(DATA.glob(pattern)):
-            f = cache / f"{name}-{p.stem}.npz"
-            if not f.exists():
-                if enhancer is None:
-                    enhancer, _ = load_enhancer(load_config(user_config=None))
-                m = measure(p, enhancer)
-                np.savez(f.with_suffix(".tmp.npz"), **m)
-                os.replace(f.with_suffix(".tmp.npz"), f)
-            z = np.load(f)
-            rows.append((name, p.stem, {k: z[k] for k in z.files}))
+    for (name, stem), p in photos().items():
+        f = cache / f"{name}-{stem}.npz"
+        if not f.exists():
+            if enhancer is None:
+                enhancer, _ = load_enhancer(load_config(user_config=None))
+            m = measure(p, enhancer)
+            np.savez(f.with_suffix(".tmp.npz"), **m)
+            os.replace(f.with_suffix(".tmp.npz"), f)
+        z = np.load(f)
+        rows.append((name, stem, {k: z[k] for k in z.files}))
     return rows
 
 
@@ -207,7 +211,7 @@ def conflicts(rows, sheet: Path) -> None:
     if pairs:
         from PIL import Image, ImageDraw
 
-        files = {(n, p.stem): p for n, (_, pattern) in SETS.items() for p in DATA.glob(pattern)}
+        files = photos()
         side = 240
         canvas = Image.new("RGB", (2 * side, side * len(pairs)), "black")
         for k, (_, i, j) in enumerate(pairs):
@@ -233,10 +237,9 @@ def per_region(rows) -> None:
 
     enhancer, _ = load_enhancer(load_config(user_config=None))
     rec = np.asarray(REC709, np.float32)
-    maps = []
-    for name, stem in ((r[0], r[1]) for r in rows):
-        path = next(p for p in DATA.glob(SETS[name][1]) if p.stem == stem)
-        small, L = enhancer.working_pass(decode(path, max_pixels=MAX_PIXELS).pixels)
+    maps, files = [], photos()
+    for name, stem, _ in rows:
+        small, L = enhancer.working_pass(decode(files[(name, stem)], max_pixels=MAX_PIXELS).pixels)
         x = small[0].permute(1, 2, 0).numpy()
         g = -np.log2(np.clip(L.numpy(), L_FLOOR, 1.0))
         y0 = x @ rec
@@ -250,15 +253,15 @@ def per_region(rows) -> None:
             out, flips, untouched = {}, {}, []
             for r, (x, g, y0, dark) in zip(rows, maps):
                 sg, top = float(r[2]["shadow_gain"]), float(r[2]["top_light"])
-                z = W_SHADOW_GAIN * (lam * sg + (1 - lam) * g) + W_TOP_LIGHT * top + BIAS + b
-                y = np.clip(x * (2.0 ** (g * smoothstep(z)))[..., None], 0, 1) @ rec
+                s = smoothstep(score(lam * sg + (1 - lam) * g, top, b))  # per pixel
+                corrected = np.clip(x * (2.0 ** (g * s))[..., None], 0, 1)
+                y = corrected @ rec
                 out.setdefault(r[0], []).append((y.mean() / max(y0.mean(), 1e-6) - 1, (y[dark] - y0[dark]).mean(),
                                                  r[2]["lift"][-1]))
                 if b == 0.0 and r[0] in ("backlit", "welllit"):
                     flips.setdefault(r[0], []).append(reversed_share(y0, y))
                 if b == 0.0 and r[0] == "welllit":  # untouched: under 0.1 % of the pixels change by a level
-                    e8 = np.clip(x * (2.0 ** (g * smoothstep(z)))[..., None], 0, 1)
-                    untouched.append(float((np.abs(e8 - x) * 255 > 0.5).any(-1).mean() < 0.001))
+                    untouched.append(float((np.abs(corrected - x) * 255 > 0.5).any(-1).mean() < 0.001))
             e = {}
             for name, (kind, _) in SETS.items():
                 v = np.array(out[name])
@@ -363,8 +366,7 @@ def main() -> None:
 
     print("\nauto.bias (added to the score; strength.py's rule as shipped, fitted on these photos; then held out:"
           "\nthe same two measurements refitted under 5-fold CV, 3 shuffles)")
-    shipped = np.array([float(r[2]["shadow_gain"]) * W_SHADOW_GAIN + float(r[2]["top_light"]) * W_TOP_LIGHT + BIAS
-                        for r in rows])
+    shipped = np.array([score(float(r[2]["shadow_gain"]), float(r[2]["top_light"])) for r in rows])
     zs = [held_out(chosen, kfold(s)) for s in range(3)]
     for b in (-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0):
         es = [effects(rows, smoothstep(z + b)) for z in zs]
