@@ -296,14 +296,18 @@ def test_darktable_plugin_registers_and_unregisters_in_the_gui(tmp_path):
            "BF_EXE": str(fake), "BF_IMAGE_HEX": hexline(str(jpeg))}
     cmd = ["xvfb-run", "-a", "darktable", "-d", "lua", "--configdir", str(configdir), "--library", ":memory:",
            "--conf", "write_sidecar_files=never", "--luacmd", f"dofile('{work / 'gui.lua'}')"]
-    # darktable 4.2's GUI now and then hangs while starting on a busy machine (seen 2 times in
-    # ~10 runs here, before any Lua ran), or exits before it runs the Lua (seen once in ~30 runs): one
-    # more try then, never an endless wait. A Lua error is a marker, and is never retried.
-    for _attempt in range(2):
+    # darktable 4.2's GUI now and then hangs while starting on a busy machine, or aborts before it runs
+    # the Lua ("munmap_chunk(): invalid pointer"): 2 of 25 starts each with the plug-in before and after
+    # this session's change, on 2 loaded cores. Up to three tries from a clean slate then, never an endless
+    # wait; a Lua error writes a marker, and is never retried.
+    for _attempt in range(3):
+        (work / "marker.txt").unlink(missing_ok=True)
+        for result in shoot.glob("*_backlitfix.*"):  # an earlier try's, so that this one is not "skipped"
+            result.unlink()
         proc = run_killable(cmd, cwd=tmp_path, env=env, timeout=60)
         if proc is not None and (work / "marker.txt").exists():
             break
-    assert proc is not None, "darktable did not start twice in a row (60 s each)"
+    assert proc is not None, "darktable did not start three times in a row (60 s each)"
     marker = (work / "marker.txt").read_text().splitlines() if (work / "marker.txt").exists() else []
     assert marker and marker[-1] == "ok", "\n".join(marker) + "\n" + (proc.stdout + proc.stderr)[-3000:]
     assert "prefs backlitfix [] auto auto" in marker  # strength: auto by default
